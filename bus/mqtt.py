@@ -260,8 +260,9 @@ class MqttClient:
             identifier=self.client_id,
             protocol=protocol,
             clean_session=None if v5 else self._clean_session,
+            # paho refuses clean_start on 3.1.1; there clean_session says the same thing.
             clean_start=(
-                paho.MQTT_CLEAN_START_FIRST_ONLY if self._clean_session else False
+                False if v5 and not self._clean_session else paho.MQTT_CLEAN_START_FIRST_ONLY
             ),
             keepalive=self._keepalive,
             timeout=self._connect_timeout,

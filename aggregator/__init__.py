@@ -1,0 +1,3 @@
+"""Cloud learning: hard-example labelling, incremental retraining, federated aggregation."""
+
+__all__: list[str] = []

@@ -1,0 +1,66 @@
+"""The lifetime every long-lived service shares: one TaskGroup, named tasks, clean exit.
+
+A service enters `ServiceTasks` when it starts, spawns its loops with `spawn`, and leaves it
+when it stops: every task is cancelled and awaited, and an error in one task surfaces instead
+of vanishing (no fire-and-forget). Leaving twice is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Self
+
+
+class ServiceState(StrEnum):
+    """Where a service is in its life."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class ServiceTasks:
+    """A TaskGroup whose tasks are all cancelled when the service stops."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = ServiceState.NEW
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], task: str) -> asyncio.Task[Any]:
+        """Run `coro` as the task ``{service}.{task}`` for the life of the service."""
+        if self._group is None:
+            coro.close()
+            raise RuntimeError(f"{self.name}: spawn({task!r}) outside the service's lifetime")
+        created = self._group.create_task(coro, name=f"{self.name}.{task}")
+        self._tasks.add(created)
+        created.add_done_callback(self._tasks.discard)
+        return created
+
+    async def __aenter__(self) -> Self:
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        self.state = ServiceState.RUNNING
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        group, self._group = self._group, None
+        if group is None:
+            return
+        self.state = ServiceState.STOPPING
+        for task in list(self._tasks):
+            task.cancel()
+        try:
+            await group.__aexit__(None, None, None)
+        finally:
+            self.state = ServiceState.STOPPED

@@ -1,0 +1,10 @@
+"""Header names the bridge puts on every forwarded message."""
+
+MSG_ID = "Nats-Msg-Id"
+"""JetStream's own de-duplication key: the message's `message_id` (or a content hash)."""
+EDGE = "Ef-Edge"
+"""The edge a message came from."""
+EDGE_SEQ = "Ef-Edge-Seq"
+"""Sequence in the edge's queue: the cloud's exact, window-free dedupe and order key."""
+TOPIC = "Ef-Topic"
+"""The local MQTT topic the message was published on."""

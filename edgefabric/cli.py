@@ -1,0 +1,156 @@
+"""The `edgefabric` command: the demo, each side as deployed, and each service alone."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edgefabric.errors import ConfigError
+from schemas.errors import EdgefabricError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edgefabric.demo import run_demo
+
+    counts = asyncio.run(run_demo(duration=args.duration))
+    summary = dataclasses.asdict(counts)
+    summary.pop("last", None)
+    print("summary:", json.dumps(summary))
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+def _edge(args: argparse.Namespace) -> int:
+    from edgefabric.config import EdgeConfig, load_config
+    from edgefabric.edge import Edge
+
+    config = load_config(EdgeConfig, Path(args.config))
+
+    async def run() -> None:
+        async with Edge(config):
+            print(f"edge {config.edge_id} running; Ctrl-C to stop", flush=True)
+            await _forever()
+
+    asyncio.run(run())
+    return 0
+
+
+def _cloud(args: argparse.Namespace) -> int:
+    from edgefabric.cloud import Cloud, ResultsSink
+    from edgefabric.config import CloudConfig, load_config
+
+    config = load_config(CloudConfig, Path(args.config))
+
+    async def run() -> None:
+        async with Cloud(config) as cloud, cloud.consumer("cloud-results") as consumer:
+            print(f"cloud hub on {config.hub.url}; Ctrl-C to stop", flush=True)
+            sink = ResultsSink()
+            async for message in consumer.messages():
+                result = sink.handle(message)
+                if result is not None:
+                    print(f"{message.edge}/{result.device}: {result.label} {result.score:.3f}",
+                          flush=True)
+
+    asyncio.run(run())
+    return 0
+
+
+def _mapper(args: argparse.Namespace) -> int:
+    from bus.mqtt import MqttClient
+    from mappers.device import load_devices
+    from mappers.service import MapperService
+
+    devices = [d for path in args.devices for d in load_devices(Path(path))]
+
+    async def run() -> None:
+        async with (
+            MqttClient(args.broker, client_id=args.client_id) as bus,
+            MapperService(devices, bus=bus),
+        ):
+            print(f"mapping {len(devices)} device(s) onto {bus.url}", flush=True)
+            await _forever()
+
+    asyncio.run(run())
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from mappers.simulators.modbus_plc import ModbusPlcSimulator
+
+    async def run() -> None:
+        async with ModbusPlcSimulator(host=args.host, port=args.port, live=True) as sim:
+            print(f"Modbus PLC simulator on {sim.url}", flush=True)
+            await _forever()
+
+    asyncio.run(run())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by tests and docs)."""
+    parser = argparse.ArgumentParser(prog="edgefabric", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole stack on embedded defaults")
+    demo.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    demo.add_argument("--summary-json", help="write the final counts as JSON here")
+    demo.set_defaults(handler=_demo)
+
+    edge = sub.add_parser("edge", help="run an edge node from a YAML config")
+    edge.add_argument("--config", required=True)
+    edge.set_defaults(handler=_edge)
+
+    cloud = sub.add_parser("cloud", help="run the cloud side from a YAML config")
+    cloud.add_argument("--config", required=True)
+    cloud.set_defaults(handler=_cloud)
+
+    mapper = sub.add_parser("mapper", help="run device mappers alone against any broker")
+    mapper.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    mapper.add_argument("--devices", nargs="+", required=True, help="device files")
+    mapper.add_argument("--client-id", default="edgefabric-mapper")
+    mapper.set_defaults(handler=_mapper)
+
+    simulate = sub.add_parser("simulate", help="run a simulated device")
+    simulate.add_argument("kind", choices=["modbus"])
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=5020)
+    simulate.set_defaults(handler=_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except ConfigError as exc:
+        print(f"edgefabric: {exc}", file=sys.stderr)
+        return 2
+    except EdgefabricError as exc:
+        print(f"edgefabric: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

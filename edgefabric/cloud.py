@@ -1,0 +1,82 @@
+"""The cloud side: the hub nats-server and the services that consume what edges send up."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from types import TracebackType
+from typing import Self
+
+from bus.nats_server import HubSpec, NatsServer
+from cloud_bridge.cloud_consumer import CloudConsumer, UplinkMessage
+from edgefabric.config import CloudConfig
+from schemas.codec import decode
+from schemas.errors import SchemaError
+from schemas.inference import InferenceResult
+from schemas.topics import TrafficClass
+
+log = logging.getLogger(__name__)
+
+
+class ResultsSink:
+    """A cloud consumer of edge inference results that keeps counts and the latest results.
+
+    It stands for the cloud services users build on the uplink stream.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.latest: dict[tuple[str, str], InferenceResult] = {}
+        self.invalid = 0
+
+    def handle(self, message: UplinkMessage) -> InferenceResult | None:
+        """Account for one uplink message; return it parsed when it is a result."""
+        if message.traffic_class is not TrafficClass.RESULTS:
+            return None
+        try:
+            result = decode(InferenceResult, message.payload)
+        except SchemaError as exc:
+            self.invalid += 1
+            log.warning("edge %s sent an invalid result: %s", message.edge, exc.reason)
+            return None
+        self.received += 1
+        self.latest[(message.edge, result.device)] = result
+        return result
+
+
+class Cloud:
+    """The hub (when configured to run it) plus the uplink stream."""
+
+    def __init__(self, config: CloudConfig) -> None:
+        self.config = config
+        self.hub: NatsServer | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    def consumer(self, durable: str) -> CloudConsumer:
+        """A consumer of the uplink stream (the stream is created on first use)."""
+        return CloudConsumer(self.config.hub.url, durable=durable, stream=self.config.stream)
+
+    async def __aenter__(self) -> Self:
+        hub = self.config.hub
+        async with contextlib.AsyncExitStack() as stack:
+            if hub.run:
+                self.hub = await stack.enter_async_context(NatsServer(HubSpec(
+                    name="hub",
+                    host=hub.host,
+                    port=hub.port,
+                    leafnode_port=hub.leafnode_port,
+                    monitor_port=hub.monitor_port,
+                    store_dir=self.config.data_dir / "nats",
+                )))
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()

@@ -1,0 +1,128 @@
+"""The edge and cloud configs, composed from each service's settings model.
+
+Only the entry point reads files and the environment; services get these frozen models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bus.url import parse_broker_url
+from cloud_bridge.settings import CloudStreamSettings
+from edgefabric.errors import ConfigError
+from pipelines.settings import PipelinesSettings
+from schemas.base import Name
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BrokerSettings(_Frozen):
+    """The local MQTT broker: embedded amqtt (default) or an external one such as Mosquitto."""
+
+    embedded: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    url: str | None = Field(default=None, description="external broker, mqtt://host:port")
+
+    @model_validator(mode="after")
+    def _check_url(self) -> Self:
+        if self.url is not None:
+            parse_broker_url(self.url)
+        elif not self.embedded:
+            raise ValueError("url is required when embedded is false")
+        return self
+
+    @property
+    def client_url(self) -> str:
+        """Where services connect."""
+        return self.url or f"mqtt://{self.host}:{self.port}"
+
+
+class LeafSettings(_Frozen):
+    """The edge's leaf nats-server, which connects out to the hub."""
+
+    run: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=4222, ge=1, le=65535)
+    monitor_port: int = Field(default=8222, ge=1, le=65535)
+    hub_leaf_urls: list[str] = Field(default_factory=lambda: ["nats-leaf://127.0.0.1:7422"],
+                                     min_length=1)
+    sync_interval: str = "2m"
+
+    @property
+    def url(self) -> str:
+        """Client URL of the leaf."""
+        return f"nats://{self.host}:{self.port}"
+
+
+class BridgeConfig(_Frozen):
+    """Bridge knobs in the edge config (the edge id and leaf URL come from the edge)."""
+
+    enabled: bool = True
+    max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    batch: int = Field(default=512, ge=1, le=10_000)
+
+
+class EdgeConfig(_Frozen):
+    """Everything one edge node runs."""
+
+    edge_id: Name
+    data_dir: Path = Path("var/edge")
+    broker: BrokerSettings = BrokerSettings()
+    leaf: LeafSettings = LeafSettings()
+    devices: list[Path] = Field(default_factory=list, description="device files")
+    pipelines: PipelinesSettings = PipelinesSettings()
+    bridge: BridgeConfig = BridgeConfig()
+    twin_enabled: bool = True
+
+
+class HubSettings(_Frozen):
+    """The cloud hub nats-server."""
+
+    run: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=4222, ge=1, le=65535)
+    leafnode_port: int = Field(default=7422, ge=1, le=65535)
+    monitor_port: int = Field(default=8222, ge=1, le=65535)
+
+    @property
+    def url(self) -> str:
+        """Client URL of the hub."""
+        return f"nats://{self.host}:{self.port}"
+
+
+class CloudConfig(_Frozen):
+    """Everything the cloud side runs."""
+
+    data_dir: Path = Path("var/cloud")
+    hub: HubSettings = HubSettings()
+    stream: CloudStreamSettings = CloudStreamSettings()
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def load_config(model: type[C], path: Path) -> C:
+    """Read and validate a YAML config; relative paths in it stay relative to the cwd.
+
+    Raises:
+        ConfigError: the file is unreadable, not YAML, or a field is invalid (named).
+    """
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid config: {problems}") from exc

@@ -1,0 +1,41 @@
+"""All pipelines of an edge, run together."""
+
+from __future__ import annotations
+
+import contextlib
+from types import TracebackType
+from typing import Self
+
+from bus.mqtt import MqttClient
+from pipelines.settings import PipelinesSettings
+from pipelines.streaming import StreamingPipeline
+
+
+class PipelineService:
+    """Starts every configured pipeline on one bus connection."""
+
+    def __init__(self, settings: PipelinesSettings, *, bus: MqttClient) -> None:
+        self.streaming = [StreamingPipeline(s, bus=bus) for s in settings.streaming]
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    @property
+    def results(self) -> int:
+        """Results published since start."""
+        return sum(p.results for p in self.streaming)
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            for pipeline in self.streaming:
+                await stack.enter_async_context(pipeline)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
