@@ -20,6 +20,7 @@ class EmbeddedBroker:
     Args:
         host: address to bind; loopback unless the site means to expose it.
         port: TCP port (use 0-free ports in tests).
+
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 1883) -> None:

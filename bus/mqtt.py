@@ -68,6 +68,7 @@ class MqttClient:
         manual_ack: inbound QoS 1 messages are acknowledged only by `InboundMessage.ack`.
         protocol: "auto" tries v5 and falls back to 3.1.1 when the broker refuses it.
         tls_context: used for ``mqtts://``; the system defaults when None.
+
     """
 
     def __init__(
@@ -154,6 +155,7 @@ class MqttClient:
 
         Raises:
             NotConnected: not connected within `timeout` seconds.
+
         """
         try:
             async with asyncio.timeout(timeout):
@@ -181,6 +183,7 @@ class MqttClient:
 
         Raises:
             NotConnected: the broker was unreachable for the whole timeout.
+
         """
         budget = self._publish_timeout if timeout is None else timeout
         try:
@@ -273,10 +276,10 @@ class MqttClient:
             tls_context=self._tls_context if self._address.tls else None,
         )
         if self._tls_context is None and self._address.tls:
-            client._client.tls_set_context(ssl.create_default_context())  # noqa: SLF001
+            client._client.tls_set_context(ssl.create_default_context())
         if self._manual_ack:
             # aiomqtt has no manual-ack switch; paho's public API on its client is the way.
-            client._client.manual_ack_set(True)  # noqa: SLF001
+            client._client.manual_ack_set(True)
         return client
 
     async def _connection_loop(self) -> None:
@@ -323,7 +326,7 @@ class MqttClient:
             backoff = min(self._backoff_max, backoff * 2)
 
     async def _pump(self, client: aiomqtt.Client) -> None:
-        paho_client = client._client  # noqa: SLF001
+        paho_client = client._client
         async for raw in client.messages:
             props = raw.properties
             response_topic = getattr(props, "ResponseTopic", None) if props else None

@@ -29,6 +29,7 @@ def find_nats_server() -> Path:
 
     Raises:
         NatsServerError: neither place has it.
+
     """
     found = shutil.which("nats-server")
     if found:
@@ -174,6 +175,7 @@ class NatsServer:
 
         Raises:
             NatsServerError: the binary is missing, exited early, or never became healthy.
+
         """
         if self.running:
             return
@@ -241,6 +243,7 @@ class NatsServer:
 
         Raises:
             NatsServerError: no leaf link within `timeout`.
+
         """
         try:
             async with asyncio.timeout(timeout):
@@ -272,7 +275,7 @@ class NatsServer:
 
 def pid_of(server: NatsServer) -> int | None:
     """Process id of a running server (for chaos tests that signal it directly)."""
-    process = server._process  # noqa: SLF001
+    process = server._process
     return process.pid if process is not None and process.returncode is None else None
 
 

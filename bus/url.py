@@ -31,6 +31,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
 
     Raises:
         InvalidBrokerUrl: unknown scheme, no host, or a port outside 1-65535.
+
     """
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORTS:

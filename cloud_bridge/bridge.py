@@ -51,6 +51,7 @@ class CloudBridge:
         settings: queue budget, batch size and timeouts.
         bus: an MQTT client with ``clean_session=False`` and ``manual_ack=True``, so the broker
             keeps what the bridge has not yet made durable.
+
     """
 
     def __init__(self, settings: BridgeSettings, *, bus: MqttClient) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ class CloudConsumer:
         hub_url: the hub's client URL.
         durable: consumer name; two consumers with one name share the work.
         filter_subject: which uplink subjects (see `schemas.topics.uplink_filter`).
+
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class CloudConsumer:
         while True:
             try:
                 batch = await psub.fetch(self._batch, timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             for msg in batch:
                 hdrs = msg.headers or {}

@@ -24,6 +24,7 @@ class EdgeSequenceTracker:
         max_gaps: sequences tracked above the contiguous floor per edge before the floor is
             moved up (a gap that never fills means the edge dropped those messages on purpose,
             e.g. hard examples evicted by their class limit).
+
     """
 
     def __init__(self, *, max_gaps: int = 100_000) -> None:

@@ -37,6 +37,7 @@ def queue_subject(edge: str, topic: str) -> str:
 
     Raises:
         InvalidName: a topic level cannot be a subject token (the bridge dead-letters it).
+
     """
     levels = topic.split("/")
     if len(levels) < 2 or levels[0] != topics.ROOT:

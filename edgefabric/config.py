@@ -113,6 +113,7 @@ def load_config(model: type[C], path: Path) -> C:
 
     Raises:
         ConfigError: the file is unreadable, not YAML, or a field is invalid (named).
+
     """
     try:
         raw = yaml.safe_load(path.read_text()) or {}

@@ -86,6 +86,7 @@ def load_devices(path: Path) -> list[DeviceInstance]:
 
     Raises:
         DeviceConfigError: unreadable YAML or an invalid field (named in the message).
+
     """
     try:
         raw = yaml.safe_load(path.read_text())

@@ -25,6 +25,7 @@ def decode(model: type[M], payload: bytes, *, max_size: int = MAX_JSON_PAYLOAD) 
     Raises:
         SchemaError: the payload is too large, not JSON, or not a valid `model`; the reason
             names the first offending field.
+
     """
     if len(payload) > max_size:
         raise SchemaError(f"payload of {len(payload)} bytes exceeds the {max_size}-byte limit")

@@ -12,6 +12,7 @@ class SchemaError(EdgefabricError):
 
     Attributes:
         reason: what was wrong, fit to put on the dead-letter topic.
+
     """
 
     def __init__(self, reason: str) -> None:

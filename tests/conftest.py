@@ -10,7 +10,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -131,14 +130,3 @@ async def nats_link(tmp_path: Path) -> AsyncIterator[NatsLink]:
 async def modbus_plc() -> AsyncIterator[ModbusPlcSimulator]:
     async with ModbusPlcSimulator(port=free_port()) as plc:
         yield plc
-
-
-async def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.02) -> None:
-    """Wait until `predicate()` is true; fail the test with a clear message on timeout."""
-    assert callable(predicate)
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(interval)
-    except TimeoutError:
-        pytest.fail(f"condition not met within {timeout} s: {predicate}")

@@ -41,6 +41,7 @@ class ModbusPlcSimulator:
         unit_id: the Modbus device (slave) id it answers to.
         live: run a task that moves the demo registers like a real machine.
         period: seconds between live updates.
+
     """
 
     def __init__(
