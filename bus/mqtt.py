@@ -202,11 +202,11 @@ class MqttClient:
                             properties=self._publish_properties(response_topic, correlation_data),
                             timeout=budget,
                         )
-                        return
                     except aiomqtt.MqttError:
-                        # The connection dropped under us: wait for the loop to bring it back.
-                        self._connected.clear()
-                        await asyncio.sleep(0)
+                        # The connection dropped under us; the loop notices and reconnects.
+                        await asyncio.sleep(0.05)
+                    else:
+                        return
         except TimeoutError as exc:
             raise NotConnected(f"publish to {topic!r} not acknowledged within {budget} s") from exc
 
@@ -215,7 +215,7 @@ class MqttClient:
     ) -> Properties | None:
         if not self.is_v5 or (response_topic is None and correlation_data is None):
             return None
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if response_topic is not None:
             props.ResponseTopic = response_topic
         if correlation_data is not None:
@@ -255,7 +255,7 @@ class MqttClient:
         v5 = protocol is aiomqtt.ProtocolVersion.V5
         properties = None
         if v5 and not self._clean_session:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = _PERSISTENT_SESSION_EXPIRY_S
         client = aiomqtt.Client(
             self._address.host,
@@ -304,8 +304,12 @@ class MqttClient:
                     self.connects += 1
                     self._connected.set()
                     backoff = self._backoff_initial
-                    log.debug("%s connected to %s (MQTT %s)", self.client_id, self.url,
-                              self.protocol_version)
+                    log.debug(
+                        "%s connected to %s (MQTT %s)",
+                        self.client_id,
+                        self.url,
+                        self.protocol_version,
+                    )
                     await self._pump(client)
             except aiomqtt.MqttCodeError as exc:
                 if (

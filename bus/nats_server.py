@@ -66,7 +66,7 @@ class HubSpec:
             f"listen: {_q(f'{self.host}:{self.port}')}",
             f"http: {_q(f'{self.host}:{self.monitor_port}')}",
             f"max_payload: {self.max_payload}",
-            "ping_interval: \"5s\"",
+            'ping_interval: "5s"',
             "ping_max: 2",
             "jetstream {",
             f"  store_dir: {_q(str(self.store_dir))}",
@@ -109,26 +109,29 @@ class LeafSpec:
         """The server's config file text."""
         urls = ", ".join(_q(u) for u in self.hub_leaf_urls)
         extra = "".join(f" {k}: {_q(v)}" for k, v in self.extra_remote.items())
-        return "\n".join(
-            [
-                f"server_name: {_q(self.edge_id)}",
-                f"listen: {_q(f'{self.host}:{self.port}')}",
-                f"http: {_q(f'{self.host}:{self.monitor_port}')}",
-                f"max_payload: {self.max_payload}",
-                # A black-holed uplink never sends a TCP reset; pings are how it is noticed.
-                f"ping_interval: {_q(self.ping_interval)}",
-                f"ping_max: {self.ping_max}",
-                "jetstream {",
-                f"  store_dir: {_q(str(self.store_dir))}",
-                f"  domain: {_q(self.edge_id)}",
-                f"  sync_interval: {_q(self.sync_interval)}",
-                "}",
-                "leafnodes {",
-                f"  reconnect: {self.reconnect_s}",
-                f"  remotes: [ {{ urls: [{urls}]{extra} }} ]",
-                "}",
-            ]
-        ) + "\n"
+        return (
+            "\n".join(
+                [
+                    f"server_name: {_q(self.edge_id)}",
+                    f"listen: {_q(f'{self.host}:{self.port}')}",
+                    f"http: {_q(f'{self.host}:{self.monitor_port}')}",
+                    f"max_payload: {self.max_payload}",
+                    # A black-holed uplink never sends a TCP reset; pings are how it is noticed.
+                    f"ping_interval: {_q(self.ping_interval)}",
+                    f"ping_max: {self.ping_max}",
+                    "jetstream {",
+                    f"  store_dir: {_q(str(self.store_dir))}",
+                    f"  domain: {_q(self.edge_id)}",
+                    f"  sync_interval: {_q(self.sync_interval)}",
+                    "}",
+                    "leafnodes {",
+                    f"  reconnect: {self.reconnect_s}",
+                    f"  remotes: [ {{ urls: [{urls}]{extra} }} ]",
+                    "}",
+                ]
+            )
+            + "\n"
+        )
 
 
 class NatsServer:
@@ -185,8 +188,12 @@ class NatsServer:
         log_file = self.log_path.open("ab")
         try:
             self._process = await asyncio.create_subprocess_exec(
-                str(binary), "-c", str(self.config_path),
-                stdout=log_file, stderr=log_file, stdin=asyncio.subprocess.DEVNULL,
+                str(binary),
+                "-c",
+                str(self.config_path),
+                stdout=log_file,
+                stderr=log_file,
+                stdin=asyncio.subprocess.DEVNULL,
             )
         finally:
             log_file.close()
@@ -208,9 +215,7 @@ class NatsServer:
     async def _http_get(self, path: str) -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection(self.spec.host, self.spec.monitor_port)
         try:
-            writer.write(
-                f"GET {path} HTTP/1.0\r\nHost: {self.spec.host}\r\n\r\n".encode()
-            )
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {self.spec.host}\r\n\r\n".encode())
             await writer.drain()
             raw = await reader.read()
         finally:
@@ -247,7 +252,7 @@ class NatsServer:
         """
         try:
             async with asyncio.timeout(timeout):
-                while await self.leaf_connections() == 0:
+                while await self.leaf_connections() == 0:  # noqa: ASYNC110 - another process
                     await asyncio.sleep(0.05)
         except TimeoutError as exc:
             raise NatsServerError(f"{self.name}: no leaf connection within {timeout} s") from exc

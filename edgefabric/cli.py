@@ -61,8 +61,10 @@ def _cloud(args: argparse.Namespace) -> int:
             async for message in consumer.messages():
                 result = sink.handle(message)
                 if result is not None:
-                    print(f"{message.edge}/{result.device}: {result.label} {result.score:.3f}",
-                          flush=True)
+                    print(
+                        f"{message.edge}/{result.device}: {result.label} {result.score:.3f}",
+                        flush=True,
+                    )
 
     asyncio.run(run())
     return 0

@@ -60,14 +60,18 @@ class Cloud:
         hub = self.config.hub
         async with contextlib.AsyncExitStack() as stack:
             if hub.run:
-                self.hub = await stack.enter_async_context(NatsServer(HubSpec(
-                    name="hub",
-                    host=hub.host,
-                    port=hub.port,
-                    leafnode_port=hub.leafnode_port,
-                    monitor_port=hub.monitor_port,
-                    store_dir=self.config.data_dir / "nats",
-                )))
+                self.hub = await stack.enter_async_context(
+                    NatsServer(
+                        HubSpec(
+                            name="hub",
+                            host=hub.host,
+                            port=hub.port,
+                            leafnode_port=hub.leafnode_port,
+                            monitor_port=hub.monitor_port,
+                            store_dir=self.config.data_dir / "nats",
+                        )
+                    )
+                )
             self._stack = stack.pop_all()
         return self
 

@@ -51,8 +51,9 @@ class LeafSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=4222, ge=1, le=65535)
     monitor_port: int = Field(default=8222, ge=1, le=65535)
-    hub_leaf_urls: list[str] = Field(default_factory=lambda: ["nats-leaf://127.0.0.1:7422"],
-                                     min_length=1)
+    hub_leaf_urls: list[str] = Field(
+        default_factory=lambda: ["nats-leaf://127.0.0.1:7422"], min_length=1
+    )
     sync_interval: str = "2m"
 
     @property

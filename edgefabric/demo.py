@@ -45,12 +45,15 @@ def demo_device(port: int) -> DeviceInstance:
         modbus=ModbusConnection(host="127.0.0.1", port=port),
         collect_cycle_ms=50,
         properties=[
-            PropertySpec(name="temperature", unit="degC",
-                         modbus=ModbusVisitor(offset=0, scale=0.1)),
-            PropertySpec(name="pressure", unit="bar",
-                         modbus=ModbusVisitor(offset=1, scale=0.01, signed=False)),
-            PropertySpec(name="vibration", unit="g",
-                         modbus=ModbusVisitor(offset=2, scale=0.001)),
+            PropertySpec(
+                name="temperature", unit="degC", modbus=ModbusVisitor(offset=0, scale=0.1)
+            ),
+            PropertySpec(
+                name="pressure",
+                unit="bar",
+                modbus=ModbusVisitor(offset=1, scale=0.01, signed=False),
+            ),
+            PropertySpec(name="vibration", unit="g", modbus=ModbusVisitor(offset=2, scale=0.001)),
         ],
     )
 
@@ -122,24 +125,36 @@ async def run_demo(
                 monitor_port=free_port(),
                 hub_leaf_urls=[f"nats-leaf://127.0.0.1:{hub.leafnode_port}"],
             ),
-            pipelines=PipelinesSettings(streaming=[StreamingPipelineSettings(
-                name="vibration-anomaly", device=DEVICE, property="vibration",
-                window=32, hop=8,
-            )]),
+            pipelines=PipelinesSettings(
+                streaming=[
+                    StreamingPipelineSettings(
+                        name="vibration-anomaly",
+                        device=DEVICE,
+                        property="vibration",
+                        window=32,
+                        hop=8,
+                    )
+                ]
+            ),
         )
         sim_port = free_port()
         started = time.monotonic()
-        out.write(f"edgefabric demo: edge {EDGE_ID!r}, broker {edge_cfg.broker.client_url}, "
-                  f"hub {hub.url}, data in {root}\n")
+        out.write(
+            f"edgefabric demo: edge {EDGE_ID!r}, broker {edge_cfg.broker.client_url}, "
+            f"hub {hub.url}, data in {root}\n"
+        )
         async with (
             Cloud(cloud_cfg) as cloud,
             ModbusPlcSimulator(port=sim_port, live=True) as _plc,
             Edge(edge_cfg, extra_devices=[demo_device(sim_port)]) as edge,
-            MqttClient(edge_cfg.broker.client_url, client_id="demo-view",
-                       protocol="3.1.1") as view_bus,
+            MqttClient(
+                edge_cfg.broker.client_url, client_id="demo-view", protocol="3.1.1"
+            ) as view_bus,
         ):
-            out.write(f"readings on {topics.readings_filter()}, results on "
-                      f"{topics.results_filter()}, cloud subjects {topics.uplink_filter()}\n")
+            out.write(
+                f"readings on {topics.readings_filter()}, results on "
+                f"{topics.results_filter()}, cloud subjects {topics.uplink_filter()}\n"
+            )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(duration), asyncio.TaskGroup() as group:
                     group.create_task(_watch_bus(view_bus, counts), name="demo.watch-bus")

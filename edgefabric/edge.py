@@ -46,12 +46,14 @@ class Edge:
         # amqtt refuses v5 and logs the refusal as an error; skip the probe for it.
         return "3.1.1" if self.config.broker.url is None else "auto"
 
-    def _client(self, name: str, **kwargs: bool) -> MqttClient:
+    def _client(self, name: str, *, durable: bool = False) -> MqttClient:
+        """A bus connection for one service; `durable` keeps unacked messages in the broker."""
         return MqttClient(
             self.config.broker.client_url,
             client_id=f"{self.config.edge_id}-{name}",
             protocol=self._protocol,
-            **kwargs,
+            clean_session=not durable,
+            manual_ack=durable,
         )
 
     async def __aenter__(self) -> Self:
@@ -62,24 +64,32 @@ class Edge:
                     EmbeddedBroker(host=cfg.broker.host, port=cfg.broker.port)
                 )
             if cfg.leaf.run and cfg.bridge.enabled:
-                self.leaf = await stack.enter_async_context(NatsServer(LeafSpec(
-                    edge_id=cfg.edge_id,
-                    host=cfg.leaf.host,
-                    port=cfg.leaf.port,
-                    monitor_port=cfg.leaf.monitor_port,
-                    store_dir=cfg.data_dir / "nats",
-                    hub_leaf_urls=tuple(cfg.leaf.hub_leaf_urls),
-                    sync_interval=cfg.leaf.sync_interval,
-                )))
-            if cfg.bridge.enabled:
-                bridge_bus = await stack.enter_async_context(
-                    self._client("bridge", clean_session=False, manual_ack=True)
+                self.leaf = await stack.enter_async_context(
+                    NatsServer(
+                        LeafSpec(
+                            edge_id=cfg.edge_id,
+                            host=cfg.leaf.host,
+                            port=cfg.leaf.port,
+                            monitor_port=cfg.leaf.monitor_port,
+                            store_dir=cfg.data_dir / "nats",
+                            hub_leaf_urls=tuple(cfg.leaf.hub_leaf_urls),
+                            sync_interval=cfg.leaf.sync_interval,
+                        )
+                    )
                 )
-                self.bridge = await stack.enter_async_context(CloudBridge(
-                    BridgeSettings(edge_id=cfg.edge_id, leaf_url=cfg.leaf.url,
-                                   max_bytes=cfg.bridge.max_bytes, batch=cfg.bridge.batch),
-                    bus=bridge_bus,
-                ))
+            if cfg.bridge.enabled:
+                bridge_bus = await stack.enter_async_context(self._client("bridge", durable=True))
+                self.bridge = await stack.enter_async_context(
+                    CloudBridge(
+                        BridgeSettings(
+                            edge_id=cfg.edge_id,
+                            leaf_url=cfg.leaf.url,
+                            max_bytes=cfg.bridge.max_bytes,
+                            batch=cfg.bridge.batch,
+                        ),
+                        bus=bridge_bus,
+                    )
+                )
             if cfg.twin_enabled:
                 twin_bus = await stack.enter_async_context(self._client("twin"))
                 self.twin = await stack.enter_async_context(

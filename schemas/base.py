@@ -27,7 +27,9 @@ def check_name(value: str) -> str:
         raise InvalidName(value, f"is longer than {MAX_NAME_LENGTH} characters")
     if value.startswith("$"):
         raise InvalidName(value, "starts with '$', reserved for broker topics")
-    bad = sorted({ch for ch in value if ch in _FORBIDDEN_IN_NAMES or ord(ch) < 32 or ord(ch) == 127})
+    bad = sorted(
+        {ch for ch in value if ch in _FORBIDDEN_IN_NAMES or ord(ch) < 32 or ord(ch) == 127}
+    )
     if bad:
         raise InvalidName(value, f"contains {''.join(repr(ch) for ch in bad)}")
     return value

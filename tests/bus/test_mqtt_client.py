@@ -1,0 +1,142 @@
+"""The MQTT client every service uses, against amqtt (3.1.1) and Mosquitto (v5)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bus.broker import EmbeddedBroker
+from bus.errors import InvalidBrokerUrl, NotConnected
+from bus.mqtt import ConnectionState, MqttClient
+from bus.ports import free_port
+from bus.subscription import Overflow
+from bus.url import parse_broker_url
+from tests.conftest import _mosquitto_binary, _wait_port
+from tests.support import wait_for
+
+
+async def _next(sub, timeout: float = 5.0):
+    async with asyncio.timeout(timeout):
+        return await anext(sub)
+
+
+async def test_publish_and_subscribe_round_trip_at_qos1(broker_url: str):
+    async with MqttClient(broker_url, client_id="rt", protocol="auto") as client:
+        async with client.subscribe("t/rt/#") as sub:
+            await client.publish("t/rt/1", b"hello")
+            message = await _next(sub)
+    assert (message.topic, message.payload, message.qos) == ("t/rt/1", b"hello", 1)
+
+
+async def test_uses_v5_on_mosquitto_and_falls_back_to_311_on_amqtt(amqtt_url, mosquitto_url):
+    async with MqttClient(amqtt_url, client_id="p1") as on_amqtt:
+        assert on_amqtt.protocol_version == "3.1.1"
+    async with MqttClient(mosquitto_url, client_id="p2") as on_mosquitto:
+        assert on_mosquitto.protocol_version == "5"
+
+
+async def test_v5_response_topic_and_correlation_data_reach_the_subscriber(mosquitto_url):
+    async with MqttClient(mosquitto_url, client_id="v5") as client:
+        async with client.subscribe("req/#") as sub:
+            await client.publish("req/1", b"{}", response_topic="rep/1", correlation_data=b"c1")
+            message = await _next(sub)
+    assert message.response_topic == "rep/1"
+    assert message.correlation_data == b"c1"
+
+
+async def test_a_full_drop_oldest_inbox_keeps_the_newest_and_counts_the_rest(amqtt_url):
+    async with MqttClient(amqtt_url, client_id="drop") as client:
+        async with client.subscribe("d/#", maxsize=2, overflow=Overflow.DROP_OLDEST) as sub:
+            for i in range(5):
+                await client.publish(f"d/{i}", str(i).encode())
+            await wait_for(lambda: sub.dropped == 3, what="three dropped")
+            kept = [(await _next(sub)).payload, (await _next(sub)).payload]
+    assert kept == [b"3", b"4"]
+
+
+async def test_entering_fails_fast_with_a_clear_error_when_no_broker_listens():
+    port = free_port()
+    with pytest.raises(NotConnected, match=str(port)):
+        async with MqttClient(f"mqtt://127.0.0.1:{port}", client_id="x", connect_timeout=0.5):
+            pass
+
+
+async def test_subscriptions_survive_a_broker_restart():
+    port = free_port()
+    async with EmbeddedBroker(port=port) as broker:
+        client = MqttClient(broker.url, client_id="survivor", backoff_max=0.2)
+        await client.__aenter__()
+    try:
+        async with client.subscribe("s/#") as sub:
+            await wait_for(lambda: client.state is not ConnectionState.CONNECTED, what="drop")
+            async with EmbeddedBroker(port=port), MqttClient(broker.url, client_id="pub") as pub:
+                await client.wait_connected(10)
+                assert client.connects >= 2
+                await pub.publish("s/1", b"after restart")
+                message = await _next(sub)
+        assert message.payload == b"after restart"
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+async def test_publish_while_the_broker_is_gone_raises_instead_of_hanging():
+    port = free_port()
+    async with EmbeddedBroker(port=port) as broker:
+        client = MqttClient(broker.url, client_id="orphan", publish_timeout=0.3)
+        await client.__aenter__()
+    try:
+        await wait_for(lambda: client.state is not ConnectionState.CONNECTED, what="drop")
+        with pytest.raises(NotConnected):
+            await client.publish("x", b"y")
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+async def test_unacked_messages_are_redelivered_to_a_persistent_manual_ack_session(
+    tmp_path: Path,
+):
+    binary = _mosquitto_binary()
+    if binary is None:
+        pytest.skip("mosquitto not installed")
+    port = free_port()
+    conf = tmp_path / "m.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port)
+        url = f"mqtt://127.0.0.1:{port}"
+        opts = {"client_id": "durable", "clean_session": False, "manual_ack": True}
+        async with MqttClient(url, **opts) as durable, MqttClient(url, client_id="p") as pub:
+            async with durable.subscribe("q/#") as sub:
+                await pub.publish("q/1", b"keep me")
+                first = await _next(sub)  # received, deliberately never acked
+        assert first.payload == b"keep me"
+        async with MqttClient(url, **opts) as durable, durable.subscribe("q/#") as sub:
+            again = await _next(sub)
+            again.ack()
+        assert again.payload == b"keep me"
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://h:1", ("h", 1, False)),
+        ("mqtts://h", ("h", 8883, True)),
+        ("mqtt://u:p%40ss@h:2", ("h", 2, False)),
+    ],
+)
+def test_broker_urls_are_parsed(url: str, expected: tuple[str, int, bool]):
+    address = parse_broker_url(url)
+    assert (address.host, address.port, address.tls) == expected
+
+
+@pytest.mark.parametrize("url", ["http://h:1", "mqtt://", "mqtt://h:99999", "h:1883"])
+def test_bad_broker_urls_are_refused_with_the_url_named(url: str):
+    with pytest.raises(InvalidBrokerUrl):
+        parse_broker_url(url)
