@@ -1,0 +1,188 @@
+"""End-to-end bench of the walking skeleton: readings/s through the edge, device->cloud latency.
+
+Run: python -m bench.e2e [--broker amqtt|mosquitto] [--seconds 10]
+
+Three figures from one run on one machine:
+  * raw broker round trip: publish -> subscriber, QoS 1, the floor for everything on the bus;
+  * readings/s: a publisher floods readings; counted at the twin's store and at a subscriber;
+  * device -> cloud latency: a Modbus simulator register read by the mapper, through the
+    pipeline, broker, bridge, leaf and hub to a cloud consumer (timestamps in the result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bus.broker import EmbeddedBroker
+from bus.mqtt import MqttClient
+from bus.nats_server import HubSpec, LeafSpec, NatsServer
+from bus.ports import free_port
+from cloud_bridge.cloud_consumer import CloudConsumer
+from edgefabric.cloud import ResultsSink
+from edgefabric.config import BrokerSettings, EdgeConfig, LeafSettings
+from edgefabric.edge import Edge
+from mappers.device import DeviceInstance, ModbusConnection, ModbusVisitor, PropertySpec
+from mappers.simulators.modbus_plc import ModbusPlcSimulator
+from pipelines.settings import PipelinesSettings, StreamingPipelineSettings
+from schemas import topics
+from schemas.codec import encode
+from schemas.readings import Reading
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def raw_round_trip(url: str, count: int) -> tuple[float, list[float]]:
+    """Msg/s and per-message latency of bare QoS 1 publish -> subscribe on the broker."""
+    latencies: list[float] = []
+    async with MqttClient(url, client_id="bench-raw-sub") as sub_client, MqttClient(
+        url, client_id="bench-raw-pub"
+    ) as pub:
+        async with sub_client.subscribe("bench/raw/#", maxsize=count + 10) as sub:
+            started = time.perf_counter()
+
+            async def receive() -> None:
+                for _ in range(count):
+                    message = await anext(sub)
+                    latencies.append(time.perf_counter() - float(message.payload))
+
+            receiver = asyncio.create_task(receive())
+            window = 100
+            for i in range(0, count, window):
+                await asyncio.gather(
+                    *(pub.publish("bench/raw/x", str(time.perf_counter()).encode())
+                      for _ in range(min(window, count - i)))
+                )
+            async with asyncio.timeout(60):
+                await receiver
+            elapsed = time.perf_counter() - started
+    return count / elapsed, latencies
+
+
+async def edge_throughput(url: str, count: int, data_dir: Path) -> float:
+    """Readings/s published by a flood publisher and all stored by the twin."""
+    config = EdgeConfig(
+        edge_id="bench", data_dir=data_dir, broker=BrokerSettings(embedded=False, url=url),
+        bridge={"enabled": False},  # type: ignore[arg-type]
+    )
+    async with Edge(config) as edge, MqttClient(url, client_id="bench-flood") as pub:
+        assert edge.twin is not None
+        payloads = [
+            encode(Reading(device=f"dev-{i % 10}", property=f"p{i % 5}", value=i))
+            for i in range(count)
+        ]
+        started = time.perf_counter()
+        window = 200
+        for i in range(0, count, window):
+            await asyncio.gather(
+                *(pub.publish(topics.reading(f"dev-{j % 10}", f"p{j % 5}"), payloads[j])
+                  for j in range(i, min(count, i + window)))
+            )
+        async with asyncio.timeout(120):
+            while edge.twin.updates < count:
+                await asyncio.sleep(0.01)
+        return count / (time.perf_counter() - started)
+
+
+async def device_to_cloud(url: str | None, seconds: float, data_dir: Path) -> list[float]:
+    """Latencies (s) from the Modbus read to the result's arrival at a cloud consumer."""
+    hub_spec = HubSpec(name="hub", port=free_port(), leafnode_port=free_port(),
+                       monitor_port=free_port(), store_dir=data_dir / "hub")
+    leaf_spec = LeafSpec(edge_id="bench", port=free_port(), monitor_port=free_port(),
+                         store_dir=data_dir / "leaf",
+                         hub_leaf_urls=(f"nats-leaf://127.0.0.1:{hub_spec.leafnode_port}",))
+    sim_port = free_port()
+    broker = BrokerSettings(embedded=False, url=url) if url else BrokerSettings(port=free_port())
+    config = EdgeConfig(
+        edge_id="bench", data_dir=data_dir / "edge", broker=broker,
+        leaf=LeafSettings(run=False, port=leaf_spec.port),
+        pipelines=PipelinesSettings(streaming=[StreamingPipelineSettings(
+            name="vib", device="plc", property="vibration", window=8, hop=1)]),
+    )
+    device = DeviceInstance(
+        name="plc", modbus=ModbusConnection(port=sim_port), collect_cycle_ms=10,
+        properties=[PropertySpec(name="vibration", modbus=ModbusVisitor(offset=2, scale=0.001))],
+    )
+    latencies: list[float] = []
+    sink = ResultsSink()
+    async with NatsServer(hub_spec) as hub, NatsServer(leaf_spec):
+        await hub.wait_leaf_connected()
+        async with (
+            ModbusPlcSimulator(port=sim_port, live=True, period=0.01),
+            CloudConsumer(hub.url, durable="bench") as consumer,
+            Edge(config, extra_devices=[device]),
+        ):
+            deadline = time.monotonic() + seconds
+            async for message in consumer.messages():
+                result = sink.handle(message)
+                if result is not None:
+                    latencies.append(time.time() - result.source_timestamp)
+                if time.monotonic() > deadline:
+                    break
+    return latencies[5:]  # drop warm-up
+
+
+def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    "max_inflight_messages 1000\nmax_queued_messages 1000000\n")
+    process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return process, f"mqtt://127.0.0.1:{port}"
+
+
+async def main(broker: str, seconds: float, count: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        process = None
+        embedded = None
+        if broker == "mosquitto":
+            process, url = start_mosquitto(tmp)
+        else:
+            embedded = EmbeddedBroker(port=free_port())
+            await embedded.__aenter__()
+            url = embedded.url
+        try:
+            raw_rate, raw_lat = await raw_round_trip(url, count)
+            edge_rate = await edge_throughput(url, count, tmp / "tp")
+        finally:
+            if embedded is not None:
+                await embedded.__aexit__(None, None, None)
+            if process is not None:
+                process.kill()
+        latencies = await device_to_cloud(None if broker == "amqtt" else url, seconds,
+                                          tmp / "lat")
+        if broker == "mosquitto" and process is not None:
+            pass
+    ms = [x * 1000 for x in latencies]
+    raw_ms = [x * 1000 for x in raw_lat]
+    print(f"broker: {broker}   messages: {count}   latency window: {seconds:.0f} s")
+    print(f"{'measure':44} {'value':>12}")
+    print(f"{'raw broker round trip (msg/s)':44} {raw_rate:12.0f}")
+    print(f"{'raw broker latency p50 / p99 (ms)':44} "
+          f"{statistics.median(raw_ms):5.2f} / {pct(raw_ms, 0.99):5.2f}")
+    print(f"{'readings/s into the twin (persisted)':44} {edge_rate:12.0f}")
+    print(f"{'  ratio to raw broker':44} {edge_rate / raw_rate:12.2f}")
+    if ms:
+        print(f"{'device->cloud latency p50 / p99 (ms)':44} "
+              f"{statistics.median(ms):5.1f} / {pct(ms, 0.99):5.1f}   (n={len(ms)})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--broker", choices=["amqtt", "mosquitto"], default="mosquitto")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--count", type=int, default=20000)
+    args = parser.parse_args()
+    asyncio.run(main(args.broker, args.seconds, args.count))
