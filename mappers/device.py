@@ -1,99 +1,170 @@
-"""Device instances as the mappers run them (native edgefabric format).
+"""Device models and device instances as the mappers run them.
 
-This is the walking-skeleton subset: a Modbus TCP device with holding/input registers and a
-scale. The mappers issue extends it with the full device model, every protocol and the
-KubeEdge v1beta1 reader.
+A *device model* says what a kind of device offers (property names, types, access modes,
+ranges, units); a *device instance* says how to reach one device (protocol connection) and
+where each property lives on it (a per-protocol *visitor*), with its collect and report
+cycles. Both the native YAML format (`mappers.config`) and KubeEdge v1beta1 YAML
+(`mappers.kubeedge`) end up as these models, so the drivers see one shape.
+
+Cycles are milliseconds, as KubeEdge's mapper framework reads them.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mappers.errors import DeviceConfigError
-from schemas.base import Name
+from mappers.ble.visitor import BleConnection, BleVisitor
+from mappers.modbus.visitor import ModbusConnection, ModbusVisitor, RegisterType
+from mappers.opcua.visitor import OpcUaConnection, OpcUaVisitor
+from schemas.base import JsonValue, Name
 
-
-class RegisterType(StrEnum):
-    """Modbus tables, named as KubeEdge names them."""
-
-    COIL = "CoilRegister"
-    DISCRETE_INPUT = "DiscreteInputRegister"
-    HOLDING = "HoldingRegister"
-    INPUT = "InputRegister"
+DEFAULT_CYCLE_MS = 1000
+ONE_DAY_MS = 24 * 3600 * 1000
 
 
-class ModbusVisitor(BaseModel):
-    """Where one property lives on a Modbus device and how to turn registers into a value."""
+class PropertyType(StrEnum):
+    """Types of a device-model property (KubeEdge's names)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    INT = "int"
+    FLOAT = "float"
+    DOUBLE = "double"
+    BOOLEAN = "boolean"
+    STRING = "string"
+    BYTES = "bytes"
 
-    # "register" is KubeEdge's key, but it would shadow a BaseModel attribute.
-    register_type: RegisterType = Field(default=RegisterType.HOLDING, alias="register")
-    offset: int = Field(ge=0, le=65535)
-    limit: int = Field(default=1, ge=1, le=125)
-    scale: float = 1.0
-    signed: bool = True
+
+class AccessMode(StrEnum):
+    """Whether the edge may write a property."""
+
+    READ_ONLY = "ReadOnly"
+    READ_WRITE = "ReadWrite"
+
+
+class Protocol(StrEnum):
+    """Protocols edgefabric has mappers for."""
+
+    MODBUS = "modbus"
+    OPCUA = "opcua"
+    BLUETOOTH = "bluetooth"
+
+
+_CONFIG = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
 class PropertySpec(BaseModel):
-    """One property of a device."""
+    """One property of a device: its model part (type, access, range) and its visitor.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    `type=None` keeps the natural type of the decoded value (the walking skeleton's behaviour).
+    Per-property cycles, when set, override the device's.
+    """
+
+    model_config = _CONFIG
 
     name: Name
+    type: PropertyType | None = None
+    access_mode: AccessMode = Field(default=AccessMode.READ_ONLY, alias="accessMode")
+    minimum: float | None = Field(default=None, alias="min")
+    maximum: float | None = Field(default=None, alias="max")
     unit: str | None = None
-    modbus: ModbusVisitor
+    description: str = ""
+    collect_cycle_ms: int | None = Field(default=None, ge=1, alias="collectCycle")
+    report_cycle_ms: int | None = Field(default=None, ge=1, alias="reportCycle")
+    report_to_cloud: bool | None = Field(default=None, alias="reportToCloud")
+    desired: JsonValue = None
+    modbus: ModbusVisitor | None = None
+    opcua: OpcUaVisitor | None = None
+    bluetooth: BleVisitor | None = None
 
+    @property
+    def writable(self) -> bool:
+        """True for ReadWrite properties."""
+        return self.access_mode is AccessMode.READ_WRITE
 
-class ModbusConnection(BaseModel):
-    """How to reach a Modbus TCP device."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=502, ge=1, le=65535)
-    slave_id: int = Field(default=1, ge=0, le=247)
-    timeout_s: float = Field(default=1.0, gt=0)
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> Self:
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"min {self.minimum} is greater than max {self.maximum}")
+        return self
 
 
 class DeviceInstance(BaseModel):
-    """A device the edge talks to, with its properties and cycles."""
+    """A device the edge talks to, with its properties and cycles.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    `report_cycle_ms=None` publishes every collected value; a longer report cycle publishes
+    the latest value of each property once per report cycle (less bus traffic).
+    """
+
+    model_config = _CONFIG
 
     name: Name
-    protocol: Literal["modbus"] = "modbus"
-    modbus: ModbusConnection
+    model: str | None = None
+    protocol: Protocol = Protocol.MODBUS
+    modbus: ModbusConnection | None = None
+    opcua: OpcUaConnection | None = None
+    bluetooth: BleConnection | None = None
     properties: list[PropertySpec] = Field(min_length=1)
-    collect_cycle_ms: int = Field(default=1000, ge=1)
+    collect_cycle_ms: int = Field(default=DEFAULT_CYCLE_MS, ge=1, alias="collectCycle")
+    report_cycle_ms: int | None = Field(default=None, ge=1, alias="reportCycle")
+    report_to_cloud: bool = Field(default=False, alias="reportToCloud")
+
+    @model_validator(mode="after")
+    def _protocol_parts_present(self) -> Self:
+        attr = _PROTOCOL_ATTR[self.protocol]
+        if getattr(self, attr) is None:
+            raise ValueError(f"protocol {self.protocol.value!r} needs a {attr!r} connection")
+        seen: set[str] = set()
+        for prop in self.properties:
+            if prop.name in seen:
+                raise ValueError(f"property {prop.name!r} is defined twice")
+            seen.add(prop.name)
+            if getattr(prop, attr) is None:
+                raise ValueError(f"property {prop.name!r} has no {attr!r} visitor")
+        return self
+
+    def property(self, name: str) -> PropertySpec | None:
+        """The property called `name`, or None."""
+        return next((p for p in self.properties if p.name == name), None)
+
+    def cycles_of(self, prop: PropertySpec) -> tuple[int, int | None]:
+        """The (collect, report) cycles in ms that apply to `prop`."""
+        collect = prop.collect_cycle_ms or self.collect_cycle_ms
+        report = prop.report_cycle_ms or self.report_cycle_ms
+        return collect, report
 
 
-class DeviceFile(BaseModel):
-    """The top level of a native device file: a list of devices."""
+_PROTOCOL_ATTR: dict[Protocol, Literal["modbus", "opcua", "bluetooth"]] = {
+    Protocol.MODBUS: "modbus",
+    Protocol.OPCUA: "opcua",
+    Protocol.BLUETOOTH: "bluetooth",
+}
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    devices: list[DeviceInstance]
-
-
-def load_devices(path: Path) -> list[DeviceInstance]:
-    """Read a device file.
+def load_devices(path: Path | str) -> list[DeviceInstance]:
+    """Read a device file: native edgefabric YAML or KubeEdge v1beta1 (multi-document) YAML.
 
     Raises:
-        DeviceConfigError: unreadable YAML or an invalid field (named in the message).
+        DeviceConfigError: unreadable YAML or an invalid field (file and field in the message).
 
     """
-    try:
-        raw = yaml.safe_load(path.read_text())
-        return DeviceFile.model_validate(raw).devices
-    except (OSError, yaml.YAMLError) as exc:
-        raise DeviceConfigError(f"{path}: {exc}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise DeviceConfigError(f"{path}: {where}: {first['msg']}") from exc
+    from mappers.config import load_device_file  # noqa: PLC0415 - config imports this module
+
+    return load_device_file(Path(str(path)))
+
+
+__all__ = [
+    "AccessMode",
+    "DeviceInstance",
+    "ModbusConnection",
+    "ModbusVisitor",
+    "OpcUaConnection",
+    "OpcUaVisitor",
+    "PropertySpec",
+    "PropertyType",
+    "Protocol",
+    "RegisterType",
+    "load_devices",
+]

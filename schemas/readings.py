@@ -69,6 +69,30 @@ class DeviceWrite(Message):
     timestamp: float = Field(default_factory=now)
 
 
+class WriteErrorCode(StrEnum):
+    """Why a property of a `DeviceWrite` was not written.
+
+    `DeviceWriteResult.errors` values start with one of these, then ``": "`` and a detail.
+    """
+
+    REFUSED = "refused"
+    """The device answered with an error (Modbus exception, OPC UA bad status, ATT error)."""
+    READ_ONLY = "read_only"
+    """The property is ReadOnly, or lives where the protocol cannot write (input register)."""
+    OUT_OF_RANGE = "out_of_range"
+    """Outside the property's min/max or what the device data type can hold."""
+    INVALID_VALUE = "invalid_value"
+    """The value cannot be converted to the property's type."""
+    UNKNOWN_PROPERTY = "unknown_property"
+    """The device has no such property."""
+    TIMEOUT = "timeout"
+    """The device did not answer in time."""
+    UNAVAILABLE = "unavailable"
+    """The device is not connected."""
+    FAILED = "failed"
+    """Anything else."""
+
+
 class DeviceWriteResult(Message):
     """What the mapper did with a `DeviceWrite`: per property, the read-back value or the error."""
 
@@ -83,3 +107,14 @@ class DeviceWriteResult(Message):
     def ok(self) -> bool:
         """True when every requested property was written and read back."""
         return not self.errors
+
+    def error_code(self, prop: str) -> WriteErrorCode | None:
+        """The machine-readable reason `prop` was not written, or None if it was."""
+        reason = self.errors.get(prop)
+        if reason is None:
+            return None
+        code = reason.split(":", 1)[0]
+        try:
+            return WriteErrorCode(code)
+        except ValueError:
+            return WriteErrorCode.FAILED

@@ -112,7 +112,7 @@ class ModbusPlcSimulator:
             await asyncio.gather(self._live_task, return_exceptions=True)
             self._live_task = None
         if self._server is not None:
-            await self._server.shutdown()
+            await self._server.shutdown()  # type: ignore[no-untyped-call]
 
     async def _snapshot(self) -> dict[RegisterKind, list[int] | list[bool]]:
         return {kind: await self.get(kind, 0, BLOCK_SIZE) for kind in RegisterKind}
@@ -127,11 +127,9 @@ class ModbusPlcSimulator:
         """Read raw registers or bits from the simulated device."""
         if self._server is None:
             raise RuntimeError("simulator not started")
-        values = await self._server.context.async_getValues(
-            self.unit_id, int(kind), address, count
-        )
+        values = await self._server.context.async_getValues(self.unit_id, int(kind), address, count)
         if not isinstance(values, list):
-            raise RuntimeError(f"simulator read failed: {values!r}")
+            raise TypeError(f"simulator read failed: {values!r}")
         return values
 
     async def _run_live(self) -> None:
