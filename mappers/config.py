@@ -64,7 +64,9 @@ def load_device_file(path: Path) -> list[DeviceInstance]:
     if isinstance(first, dict) and str(first.get("apiVersion", "")).startswith(
         "devices.kubeedge.io/"
     ):
-        raise DeviceConfigError(f"{path}: KubeEdge device files are not supported yet")
+        from mappers.kubeedge import read_kubeedge  # noqa: PLC0415 - only when needed
+
+        return read_kubeedge(path, documents)
     if len(documents) != 1 or not isinstance(first, dict):
         raise DeviceConfigError(f"{path}: expected one mapping with 'devices' (and 'models')")
     return _read_native(path, first)

@@ -70,8 +70,8 @@ class OpcUaVisitor(BaseModel):
 
     model_config = _CONFIG
 
-    node_id: str | None = Field(default=None, alias="nodeID")
-    browse_path: str | None = Field(default=None, alias="browseName")
+    node_id: str | None = Field(default=None, alias="nodeID", min_length=1)
+    browse_path: str | None = Field(default=None, alias="browseName", min_length=1)
     data_type: str | None = Field(default=None, alias="dataType")
 
     @model_validator(mode="after")
