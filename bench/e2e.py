@@ -156,15 +156,14 @@ async def main(broker: str, seconds: float, count: int) -> None:
         try:
             raw_rate, raw_lat = await raw_round_trip(url, count)
             edge_rate = await edge_throughput(url, count, tmp / "tp")
+            latencies = await device_to_cloud(
+                None if broker == "amqtt" else url, seconds, tmp / "lat"
+            )
         finally:
             if embedded is not None:
                 await embedded.__aexit__(None, None, None)
             if process is not None:
                 process.kill()
-        latencies = await device_to_cloud(None if broker == "amqtt" else url, seconds,
-                                          tmp / "lat")
-        if broker == "mosquitto" and process is not None:
-            pass
     ms = [x * 1000 for x in latencies]
     raw_ms = [x * 1000 for x in raw_lat]
     print(f"broker: {broker}   messages: {count}   latency window: {seconds:.0f} s")

@@ -275,6 +275,8 @@ class MqttClient:
             properties=properties,
             tls_context=self._tls_context if self._address.tls else None,
         )
+        # aiomqtt warns past 10 pending calls; services pipeline up to max_inflight on purpose.
+        client.pending_calls_threshold = self._max_inflight
         if self._tls_context is None and self._address.tls:
             client._client.tls_set_context(ssl.create_default_context())
         if self._manual_ack:
