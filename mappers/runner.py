@@ -59,6 +59,7 @@ class DeviceMapper:
         self._tasks = ServiceTasks(f"mappers.{self.protocol}[{device.name}]")
         self._failing: dict[str, str] = {}
         self._latest: dict[str, tuple[JsonValue, float]] = {}
+        self._last_sent: dict[str, float] = {}
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._writes = WriteHandler(self)
@@ -190,7 +191,10 @@ class DeviceMapper:
             self._failing.pop(name, None)
             reported = to_reported(prop, value)
             self._latest[name] = (reported, stamp)
-            if publish:
+            # The first value goes out at once: a subscriber should not wait a whole report
+            # cycle after start-up to learn the device's state.
+            if publish or name not in self._last_sent:
+                self._last_sent[name] = stamp
                 await self.publish_reading(prop, reported)
         await self._refresh_state()
 
@@ -199,14 +203,13 @@ class DeviceMapper:
         await self.accept({prop.name: value}, publish=report is None)
 
     async def _report_loop(self, props: list[PropertySpec], report_ms: int) -> None:
-        last_sent: dict[str, float] = {}
         while True:
             await asyncio.sleep(report_ms / 1000)
             for prop in props:
                 latest = self._latest.get(prop.name)
-                if latest is None or last_sent.get(prop.name) == latest[1]:
+                if latest is None or self._last_sent.get(prop.name) == latest[1]:
                     continue  # nothing new since the last report
-                last_sent[prop.name] = latest[1]
+                self._last_sent[prop.name] = latest[1]
                 await self.publish_reading(prop, latest[0])
 
     async def publish_reading(self, prop: PropertySpec, value: JsonValue) -> None:

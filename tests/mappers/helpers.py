@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -16,6 +17,8 @@ from mappers.device import DeviceInstance, PropertySpec
 from mappers.modbus.visitor import ModbusConnection, ModbusVisitor
 from schemas.codec import decode
 from tests.support import wait_for
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "devices"
 
 M = TypeVar("M", bound=BaseModel)
 

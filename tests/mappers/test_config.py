@@ -20,31 +20,40 @@ EXAMPLES = Path(__file__).parents[2] / "examples" / "devices"
 def test_native_example_loads_with_model_merged_into_instance() -> None:
     (plc,) = load_devices(EXAMPLES / "plc.yaml")
     setpoint = plc.property("setpoint")
-    assert setpoint is not None and setpoint.modbus is not None
+    assert setpoint is not None
+    assert setpoint.modbus is not None
     assert setpoint.access_mode is AccessMode.READ_WRITE
     assert (setpoint.minimum, setpoint.maximum, setpoint.unit) == (0, 300, "degC")
-    assert setpoint.modbus.offset == 10 and setpoint.modbus.scale == 0.1
+    assert setpoint.modbus.offset == 10
+    assert setpoint.modbus.scale == 0.1
     running = plc.property("running")
-    assert running is not None and running.modbus is not None
+    assert running is not None
+    assert running.modbus is not None
     assert running.modbus.register_type is RegisterType.COIL
-    assert plc.report_to_cloud and plc.collect_cycle_ms == 1000
+    assert plc.report_to_cloud
+    assert plc.collect_cycle_ms == 1000
 
 
 def test_kubeedge_v1beta1_multi_document_example_loads_unchanged() -> None:
     (plc,) = load_devices(EXAMPLES / "kubeedge-plc.yaml")
-    assert plc.name == "plc-2" and plc.model == "plc-model"
-    assert plc.modbus is not None and (plc.modbus.port, plc.modbus.slave_id) == (5020, 1)
+    assert plc.name == "plc-2"
+    assert plc.model == "plc-model"
+    assert plc.modbus is not None
+    assert (plc.modbus.port, plc.modbus.slave_id) == (5020, 1)
     energy = plc.property("energy")
-    assert energy is not None and energy.modbus is not None
+    assert energy is not None
+    assert energy.modbus is not None
     assert energy.type is PropertyType.INT
     assert energy.modbus.effective_type is ModbusDataType.INT32
     assert energy.modbus.is_register_swap
     assert plc.cycles_of(energy) == (5000, 5000)
     setpoint = plc.property("setpoint")
     assert setpoint is not None
-    assert setpoint.desired == "21.5" and setpoint.maximum == 300
+    assert setpoint.desired == "21.5"
+    assert setpoint.maximum == 300
     temperature = plc.property("temperature")
-    assert temperature is not None and temperature.report_to_cloud is True
+    assert temperature is not None
+    assert temperature.report_to_cloud is True
 
 
 KUBEEDGE_OPCUA_AND_BLE = """
@@ -95,12 +104,16 @@ def test_kubeedge_opcua_and_bluetooth_devices_load(tmp_path: Path) -> None:
     path = tmp_path / "devices.yaml"
     path.write_text(KUBEEDGE_OPCUA_AND_BLE)
     mill, thermo = load_devices(path)
-    assert mill.opcua is not None and mill.opcua.username == "u"
+    assert mill.opcua is not None
+    assert mill.opcua.username == "u"
     speed = mill.property("speed")
-    assert speed is not None and speed.opcua is not None
-    assert speed.opcua.node_id == "ns=2;s=Spindle.Speed" and speed.writable
+    assert speed is not None
+    assert speed.opcua is not None
+    assert speed.opcua.node_id == "ns=2;s=Spindle.Speed"
+    assert speed.writable
     temp = thermo.property("temp")
-    assert temp is not None and temp.bluetooth is not None
+    assert temp is not None
+    assert temp.bluetooth is not None
     converter = temp.bluetooth.data_converter
     assert (converter.start_index, converter.end_index, converter.shift_right) == (1, 2, 2)
     assert converter.order_of_operations[0].operation_value == 0.03125
