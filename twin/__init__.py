@@ -1,6 +1,15 @@
-"""Device twins: desired and reported state per device, persisted, working offline."""
+"""Device twins: desired and reported state per device, versioned, persisted, working offline."""
 
+from twin.errors import TwinServiceError, TwinStoreError, TwinUpdateRefused
 from twin.service import TwinService
-from twin.store import ReportedValue, TwinStore
+from twin.store import DesiredOutcome, ReportedValue, TwinStore
 
-__all__ = ["ReportedValue", "TwinService", "TwinStore"]
+__all__ = [
+    "DesiredOutcome",
+    "ReportedValue",
+    "TwinService",
+    "TwinServiceError",
+    "TwinStore",
+    "TwinStoreError",
+    "TwinUpdateRefused",
+]
