@@ -24,9 +24,11 @@ def test_state_reloads_from_disk_with_versions(tmp_path: Path) -> None:
     store.close()
     document = TwinStore(tmp_path / "t.db").document("d")
     a = document.properties["a"]
-    assert a.desired is not None and a.desired.value == 2
+    assert a.desired is not None
+    assert a.desired.value == 2
     assert a.desired.version == TwinVersion(edge=1, cloud=1)
-    assert a.reported is not None and a.reported.version.edge == 1
+    assert a.reported is not None
+    assert a.reported.version.edge == 1
     assert document.properties["b"].reported.value == {"k": None}  # type: ignore[union-attr]
     assert document.desired_version == 2
     assert document.state is DeviceState.ONLINE
