@@ -70,37 +70,6 @@ def _cloud(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mapper(args: argparse.Namespace) -> int:
-    from bus.mqtt import MqttClient
-    from mappers.device import load_devices
-    from mappers.service import MapperService
-
-    devices = [d for path in args.devices for d in load_devices(Path(path))]
-
-    async def run() -> None:
-        async with (
-            MqttClient(args.broker, client_id=args.client_id) as bus,
-            MapperService(devices, bus=bus),
-        ):
-            print(f"mapping {len(devices)} device(s) onto {bus.url}", flush=True)
-            await _forever()
-
-    asyncio.run(run())
-    return 0
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from mappers.simulators.modbus_plc import ModbusPlcSimulator
-
-    async def run() -> None:
-        async with ModbusPlcSimulator(host=args.host, port=args.port, live=True) as sim:
-            print(f"Modbus PLC simulator on {sim.url}", flush=True)
-            await _forever()
-
-    asyncio.run(run())
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by tests and docs)."""
     parser = argparse.ArgumentParser(prog="edgefabric", description=__doc__)
@@ -120,17 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.add_argument("--config", required=True)
     cloud.set_defaults(handler=_cloud)
 
-    mapper = sub.add_parser("mapper", help="run device mappers alone against any broker")
-    mapper.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
-    mapper.add_argument("--devices", nargs="+", required=True, help="device files")
-    mapper.add_argument("--client-id", default="edgefabric-mapper")
-    mapper.set_defaults(handler=_mapper)
+    from edgefabric.commands import mapper as mapper_command
+    from edgefabric.commands import simulate as simulate_command
 
-    simulate = sub.add_parser("simulate", help="run a simulated device")
-    simulate.add_argument("kind", choices=["modbus"])
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=5020)
-    simulate.set_defaults(handler=_simulate)
+    mapper_command.register(sub)
+    simulate_command.register(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ cycles, status, the write path and publishing, identically for every protocol.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from mappers.device import PropertySpec
@@ -15,9 +15,6 @@ from mappers.errors import MapperError
 
 ReadResult = dict[str, object | MapperError]
 """Per property name: the decoded value, or the error that property alone hit."""
-
-OnChange = Callable[[PropertySpec, object], Awaitable[None]]
-"""Called by a driver that pushes values (OPC UA subscriptions, BLE notifications)."""
 
 
 class Driver(Protocol):
@@ -52,10 +49,18 @@ class Driver(Protocol):
         """Write one already-validated property value."""
         ...
 
-    async def watch(self, props: Sequence[PropertySpec], on_change: OnChange) -> bool:
-        """Start pushing value changes of `props` to `on_change`; False if unsupported.
+    async def watch(self, props: Sequence[PropertySpec]) -> bool:
+        """Start pushing value changes of `props`; False if the protocol cannot push.
 
-        Called after every (re)connect; a driver without push support returns False and the
-        runner polls at the collect cycle.
+        Called after every (re)connect, so subscriptions are renewed after a server restart.
+        A driver without push support returns False and the runner polls at the collect
+        cycle.
+        """
+        ...
+
+    async def next_change(self, timeout: float) -> tuple[PropertySpec, object] | None:
+        """The next pushed value, or None when nothing changed within `timeout` seconds.
+
+        Raises `DeviceUnavailable` when the link was lost (checked at least every `timeout`).
         """
         ...

@@ -63,7 +63,7 @@ class DeviceMapper:
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._writes = WriteHandler(self)
-        self._watching = False
+        self._watching = asyncio.Event()
         for prop in device.properties:
             for cycle in device.cycles_of(prop):
                 if cycle is not None and cycle > ONE_DAY_MS:
@@ -84,6 +84,7 @@ class DeviceMapper:
                 self._tasks.spawn(self._collect_loop(props, collect, report), f"collect[{collect}]")
                 if report is not None:
                     self._tasks.spawn(self._report_loop(props, report), f"report[{report}]")
+            self._tasks.spawn(self._push_loop(), "push")
             ready = asyncio.Event()
             self._tasks.spawn(self._writes.serve(ready), "writes")
             async with asyncio.timeout(10):
@@ -126,11 +127,14 @@ class DeviceMapper:
             raise
         self._backoff = 0.0
         self.reconnects += 1
-        self._watching = await self.driver.watch(self.device.properties, self._on_push)
+        self._watching.clear()
+        if await self.driver.watch(self.device.properties):
+            self._watching.set()
 
     async def link_failed(self, exc: MapperError) -> None:
         """Close the link, go offline and schedule the next attempt with back-off."""
         self.errors += 1
+        self._watching.clear()
         await self.driver.close()
         initial, cap = _backoff_bounds(self.device)
         self._backoff = min(cap, self._backoff * 2) if self._backoff else initial
@@ -162,7 +166,7 @@ class DeviceMapper:
         cycle = collect_ms / 1000
         next_tick = loop.time()
         while True:
-            if not self._watching:
+            if not self._watching.is_set():
                 await self._collect_once(props, publish=report_ms is None)
             next_tick += cycle
             now = loop.time()
@@ -198,9 +202,22 @@ class DeviceMapper:
                 await self.publish_reading(prop, reported)
         await self._refresh_state()
 
-    async def _on_push(self, prop: PropertySpec, value: object) -> None:
-        _, report = self.device.cycles_of(prop)
-        await self.accept({prop.name: value}, publish=report is None)
+    async def _push_loop(self) -> None:
+        """Drain pushed values (subscriptions, notifications) while the driver pushes."""
+        check_every = min(self.device.cycles_of(p)[0] for p in self.device.properties) / 1000
+        while True:
+            await self._watching.wait()
+            try:
+                change = await self.driver.next_change(max(check_every, 0.5))
+            except DeviceUnavailable as exc:
+                async with self.lock:
+                    await self.link_failed(exc)
+                continue
+            if change is None:
+                continue
+            prop, value = change
+            _, report = self.device.cycles_of(prop)
+            await self.accept({prop.name: value}, publish=report is None)
 
     async def _report_loop(self, props: list[PropertySpec], report_ms: int) -> None:
         while True:

@@ -23,6 +23,10 @@ def make_driver(device: DeviceInstance) -> Driver:
             from mappers.modbus.driver import ModbusDriver  # noqa: PLC0415
 
             return ModbusDriver(device)
+        case Protocol.OPCUA:
+            from mappers.opcua.driver import OpcUaDriver  # noqa: PLC0415 - lazy: asyncua is heavy
+
+            return OpcUaDriver(device)
         case _:
             from mappers.errors import DeviceConfigError  # noqa: PLC0415
 

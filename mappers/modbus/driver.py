@@ -10,7 +10,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from mappers.device import DeviceInstance, PropertySpec
-from mappers.driver import OnChange, ReadResult
+from mappers.driver import ReadResult
 from mappers.errors import (
     DeviceTimeout,
     DeviceUnavailable,
@@ -88,9 +88,13 @@ class ModbusDriver:
         if client is not None:
             client.close()
 
-    async def watch(self, props: Sequence[PropertySpec], on_change: OnChange) -> bool:
+    async def watch(self, props: Sequence[PropertySpec]) -> bool:
         """Modbus has no push: the runner polls."""
         return False
+
+    async def next_change(self, timeout: float) -> tuple[PropertySpec, object] | None:
+        """Never called: `watch` returned False."""
+        raise NotImplementedError
 
     async def _call(self, request: Awaitable[Any]) -> Any:
         """Send one request with a call-site timeout and translate pymodbus errors."""
