@@ -1,91 +1,160 @@
-"""The edge side of the cloud bridge: MQTT -> durable edge queue -> cloud JetStream.
+"""The edge side of the cloud bridge: MQTT -> durable edge queues -> cloud JetStream.
 
-Two loops with one job each:
+Loops with one job each, in one task group:
 
-* ingest: takes the topics that leave the site from local MQTT, writes each into the edge's
-  JetStream stream (on disk, in the leaf's own domain) and only then acknowledges it to the
-  broker, so a bridge killed at any point loses nothing (the broker redelivers what was not
-  acknowledged to the persistent session);
-* forward: reads the queue in order and publishes to the hub's stream through the leaf link,
-  with the same `Nats-Msg-Id` on every retry. The bridge owns the retry timing (short, capped
-  back-off) instead of JetStream's stream sourcing, which waited ~35-40 s after a link came back.
+* ingest (`cloud_bridge.ingest`): takes the topics that leave the site from local MQTT, writes
+  each into its class's JetStream stream on the leaf (on disk, in the edge's own domain) and
+  only then acknowledges it to the broker, so a bridge killed at any point loses nothing;
+* forward (`cloud_bridge.forward`): drains the class queues, highest priority first, to the
+  hub's stream through the leaf link, with one exact `Nats-Msg-Id` per queue entry on every
+  retry. The bridge owns the retry timing instead of JetStream's stream sourcing, which waited
+  ~35-40 s after a link came back;
+* link (`cloud_bridge.link`): probes the hub every second, so a black-holed link is noticed
+  in ~2 s and forwarding resumes as soon as the hub answers;
+* downlink (`cloud_bridge.downlink`): delivers cloud messages for this edge onto local MQTT;
+* status: publishes `BridgeStatus` retained on `topics.bridge_status()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
+import time
 from types import TracebackType
 from typing import Self
 
 import nats
-import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, StorageType, StreamConfig
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from bus.errors import NotConnected
 from bus.lifecycle import ServiceTasks
-from bus.mqtt import MqttClient
+from bus.mqtt import ConnectionState, MqttClient
 from bus.subscription import InboundMessage, Subscription
-from cloud_bridge import headers
-from cloud_bridge.routes import UPLINK_ROUTES, message_id_of, queue_subject
-from cloud_bridge.settings import EDGE_STREAM, BridgeSettings
+from cloud_bridge.downlink import EdgeDownlink
+from cloud_bridge.errors import NATS_ERRORS
+from cloud_bridge.forward import Forwarder
+from cloud_bridge.ingest import Ingest
+from cloud_bridge.link import LinkHealth
+from cloud_bridge.routes import UPLINK_ROUTES
+from cloud_bridge.settings import PRIORITY, BridgeSettings, edge_stream
 from schemas import topics
+from schemas.bridge import BridgeStatus, ClassStatus, LinkState
 from schemas.codec import encode
-from schemas.errors import InvalidName
 from schemas.status import DeadLetter
+from schemas.topics import TrafficClass
 
 log = logging.getLogger(__name__)
 SERVICE = "bridge"
-_FORWARDER = "ef-forwarder"
-_NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, nats.js.errors.Error)
 
 
 class CloudBridge:
-    """Store-and-forward from this edge's MQTT to the cloud hub, nothing lost or duplicated.
+    """Store-and-forward between this edge's MQTT and the cloud hub, nothing lost or duplicated.
 
     Args:
-        settings: queue budget, batch size and timeouts.
+        settings: queue budgets, batch size, timeouts.
         bus: an MQTT client with ``clean_session=False`` and ``manual_ack=True``, so the broker
-            keeps what the bridge has not yet made durable.
+            keeps what the bridge has not yet made durable. Pass it *not yet entered* and the
+            bridge subscribes before connecting, so nothing the broker redelivers on connect
+            can arrive before the subscriptions exist; an entered client also works.
+        downlink: also deliver cloud -> edge messages onto local MQTT.
 
     """
 
-    def __init__(self, settings: BridgeSettings, *, bus: MqttClient) -> None:
+    def __init__(self, settings: BridgeSettings, *, bus: MqttClient, downlink: bool = True) -> None:
         self.settings = settings
         self._bus = bus
+        self._owns_bus = False
         self._nc: NatsClient | None = None
         self._tasks = ServiceTasks(SERVICE)
-        self.ingested = 0
-        self.forwarded = 0
+        self._stack = contextlib.AsyncExitStack()
+        self._status_now = asyncio.Event()
+        self.link = LinkHealth(
+            self._client,
+            interval_s=settings.probe_interval_s,
+            timeout_s=settings.probe_timeout_s,
+            on_change=lambda _: self._status_now.set(),
+        )
+        self._forwarder = Forwarder(
+            settings, js_edge=self._js_edge, js_cloud=self._js_cloud, link=self.link
+        )
+        self._ingest = Ingest(
+            edge=settings.edge_id,
+            js=self._js_edge,
+            chunk_bytes=settings.chunk_bytes,
+            backoff_max_s=settings.retry_backoff_max_s,
+            on_stored=self._forwarder.wake,
+            on_invalid=self._dead_letter,
+        )
+        self._downlink = EdgeDownlink(settings, bus=bus, nc=self._client) if downlink else None
         self.rejected = 0
-        self.link_up = False
+
+    @property
+    def forwarded(self) -> int:
+        """Messages confirmed stored in the cloud."""
+        return self._forwarder.forwarded
+
+    @property
+    def ingested(self) -> int:
+        """Messages taken from MQTT and stored on the edge."""
+        return self._ingest.ingested
+
+    @property
+    def link_up(self) -> bool:
+        """The last probe (or forward) reached the hub."""
+        return self.link.state is LinkState.UP
+
+    @property
+    def downlink(self) -> EdgeDownlink | None:
+        """The cloud -> edge side, when enabled."""
+        return self._downlink
+
+    def _client(self) -> NatsClient:
+        assert self._nc is not None, "enter the bridge first"
+        return self._nc
+
+    def _js_edge(self) -> JetStreamContext:
+        return self._client().jetstream(domain=self.settings.edge_id, timeout=5)
+
+    def _js_cloud(self) -> JetStreamContext:
+        return self._client().jetstream(domain="cloud", timeout=self.settings.publish_timeout_s)
 
     async def __aenter__(self) -> Self:
+        s = self.settings
         self._nc = await nats.connect(
-            self.settings.leaf_url,
-            name=f"edgefabric-bridge-{self.settings.edge_id}",
+            s.leaf_url,
+            name=f"edgefabric-bridge-{s.edge_id}",
+            user=s.leaf_user,
+            password=s.leaf_password,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.2,
             connect_timeout=2,
-            allow_reconnect=True,
         )
         try:
-            await self._ensure_edge_stream()
-            stack = contextlib.AsyncExitStack()
-            self._subscriptions: list[Subscription] = []
-            for topic_filter, _ in UPLINK_ROUTES:
-                sub = await stack.enter_async_context(self._bus.subscribe(topic_filter))
-                self._subscriptions.append(sub)
-            self._stack = stack
+            await self._ensure_edge_streams()
+            await self._forwarder.open()
+            subs: list[Subscription] = [
+                await self._stack.enter_async_context(self._bus.subscribe(f, maxsize=s.batch * 2))
+                for f, _ in UPLINK_ROUTES
+            ]
+            if self._downlink is not None:
+                await self._downlink.open()
+            if self._bus.state is ConnectionState.NEW:
+                await self._stack.enter_async_context(self._bus)
+                self._owns_bus = True
             await self._tasks.__aenter__()
-            for sub in self._subscriptions:
-                self._tasks.spawn(self._ingest(sub), f"ingest[{sub.topic_filter}]")
-            self._tasks.spawn(self._forward(), "forward")
+            self._tasks.spawn(self.link.run(), "link")
+            self._tasks.spawn(self._forwarder.run(), "forward")
+            self._tasks.spawn(self._status_loop(), "status")
+            for sub in subs:
+                self._tasks.spawn(self._ingest.run(sub, s.batch), f"ingest[{sub.topic_filter}]")
+            if self._downlink is not None:
+                self._tasks.spawn(self._downlink.run(), "downlink")
         except BaseException:
+            await self._stack.aclose()
             await self._nc.close()
             raise
         return self
@@ -104,147 +173,99 @@ class CloudBridge:
             if nc is not None:
                 await nc.close()
 
-    def _js_edge(self) -> nats.js.JetStreamContext:
-        assert self._nc is not None
-        return self._nc.jetstream(domain=self.settings.edge_id)
-
-    def _js_cloud(self) -> nats.js.JetStreamContext:
-        assert self._nc is not None
-        return self._nc.jetstream(domain="cloud", timeout=self.settings.publish_timeout_s)
-
-    async def _ensure_edge_stream(self) -> None:
-        config = StreamConfig(
-            name=EDGE_STREAM,
-            subjects=[topics.edge_queue_filter(self.settings.edge_id)],
-            storage=StorageType.FILE,
-            max_bytes=self.settings.max_bytes,
-            max_age=self.settings.max_age_s,
-            discard=DiscardPolicy.OLD,
-            duplicate_window=600,
-        )
+    async def _ensure_edge_streams(self) -> None:
         js = self._js_edge()
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await js.update_stream(config)
-
-    # ---- ingest ----------------------------------------------------------------------------
-
-    async def _ingest(self, sub: Subscription) -> None:
-        async for first in sub:
-            batch = [first]
-            while len(batch) < self.settings.batch and (more := sub.get_nowait()) is not None:
-                batch.append(more)
-            await self._store(batch)
-
-    async def _store(self, batch: list[InboundMessage]) -> None:
-        entries: list[tuple[InboundMessage, str, str]] = []
-        for message in batch:
-            try:
-                subject = queue_subject(self.settings.edge_id, message.topic)
-            except InvalidName as exc:
-                await self._dead_letter(message, str(exc))
-                message.ack()
-                continue
-            msg_id = message_id_of(message.payload) or hashlib.sha256(
-                message.topic.encode() + b"\0" + message.payload
-            ).hexdigest()
-            entries.append((message, subject, msg_id))
-        backoff = 0.05
-        while entries:
-            js = self._js_edge()
-            results = await asyncio.gather(
-                *(
-                    js.publish(subject, m.payload,
-                               headers={headers.MSG_ID: msg_id, headers.TOPIC: m.topic})
-                    for m, subject, msg_id in entries
-                ),
-                return_exceptions=True,
+        for traffic_class in PRIORITY:
+            name = edge_stream(traffic_class)
+            limits = self.settings.limits_of(traffic_class)
+            epoch = str(time.time_ns())
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                epoch = (await js.stream_info(name)).config.metadata.get("ef_epoch", epoch)  # type: ignore[union-attr]
+            config = StreamConfig(
+                name=name,
+                subjects=[topics.edge_queue(self.settings.edge_id, traffic_class) + ".>"],
+                storage=StorageType.FILE,
+                # Interest: a message leaves the disk once the forwarder acked it (hub stored).
+                retention=RetentionPolicy.INTEREST,
+                max_bytes=limits.max_bytes,
+                max_age=limits.max_age_s,
+                discard=DiscardPolicy.OLD if limits.drop_oldest else DiscardPolicy.NEW,
+                duplicate_window=self.settings.duplicate_window_s,
+                metadata={"ef_epoch": epoch},
             )
-            failed = []
-            for entry, outcome in zip(entries, results, strict=True):
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, _NATS_ERRORS):
-                        raise outcome
-                    failed.append(entry)
-                else:
-                    entry[0].ack()
-                    self.ingested += 1
-            entries = failed
-            if entries:
-                log.warning("edge queue unavailable; retrying %d messages", len(entries))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await js.update_stream(config)
+            self._forwarder.set_epoch(traffic_class, epoch)
 
     async def _dead_letter(self, message: InboundMessage, reason: str) -> None:
         self.rejected += 1
-        letter = DeadLetter.of(service=SERVICE, topic=message.topic, reason=reason,
-                               payload=message.payload)
-        await self._bus.publish(topics.dead_letter(SERVICE), encode(letter))
+        letter = DeadLetter.of(
+            service=SERVICE, topic=message.topic, reason=reason, payload=message.payload
+        )
+        with contextlib.suppress(NotConnected):
+            await self._bus.publish(topics.dead_letter(SERVICE), encode(letter))
 
-    # ---- forward ---------------------------------------------------------------------------
+    async def _class_status(self, traffic_class: TrafficClass) -> ClassStatus:
+        counters = self._forwarder.counters[traffic_class]
+        js = self._js_edge()
+        name = edge_stream(traffic_class)
+        info = await js.stream_info(name)
+        lag = 0.0
+        if info.state.messages:
+            with contextlib.suppress(*NATS_ERRORS):
+                oldest = await js.get_msg(name, seq=info.state.first_seq, next=True)
+                lag = max(0.0, time.time() - _timestamp(oldest.time))
+        return ClassStatus(
+            queued=info.state.messages,
+            queued_bytes=info.state.bytes,
+            forwarded=counters.forwarded,
+            dropped=counters.dropped,
+            lag_s=lag,
+        )
 
-    async def _forward(self) -> None:
-        edge = self.settings.edge_id
+    async def status(self) -> BridgeStatus:
+        """The bridge's current link state, queues and counters (asks the leaf).
+
+        Raises:
+            nats.errors.Error: the leaf did not answer.
+
+        """
+        classes = {c.value: await self._class_status(c) for c in PRIORITY}
+        return BridgeStatus(
+            edge=self.settings.edge_id,
+            link=self.link.state,
+            link_changed_at=self.link.changed_at,
+            classes=classes,
+            ingested=self.ingested,
+            forwarded=self.forwarded,
+            rejected=self.rejected,
+        )
+
+    async def _status_loop(self) -> None:
         while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.status_interval_s):
+                    await self._status_now.wait()
+            self._status_now.clear()
             try:
-                psub = await self._js_edge().pull_subscribe(
-                    topics.edge_queue_filter(edge),
-                    durable=_FORWARDER,
-                    stream=EDGE_STREAM,
-                    config=ConsumerConfig(ack_policy=AckPolicy.ALL, ack_wait=30,
-                                          max_ack_pending=-1),
+                status = await self.status()
+                await self._bus.publish(
+                    topics.bridge_status(), encode(status), retain=True, timeout=2
                 )
-                break
-            except _NATS_ERRORS as exc:
-                log.warning("cannot open the edge queue yet: %s", exc)
-                await asyncio.sleep(0.5)
-        while True:
-            try:
-                msgs = await psub.fetch(self.settings.batch, timeout=1.0)
-            except _NATS_ERRORS:
-                continue
-            await self._send(msgs)
+            except (*NATS_ERRORS, NotConnected) as exc:
+                log.debug("bridge status not published: %s", exc)
 
-    async def _send(self, msgs: list[Msg]) -> None:
-        """Publish a batch to the cloud in order; retry the unconfirmed tail until it lands."""
-        edge = self.settings.edge_id
-        pending = msgs
-        backoff = 0.05
-        while pending:
-            js = self._js_cloud()
-            outcomes = await asyncio.gather(
-                *(
-                    js.publish(
-                        topics.uplink_from_queue(edge, m.subject),
-                        m.data,
-                        headers={
-                            headers.MSG_ID: (m.headers or {}).get(headers.MSG_ID, ""),
-                            headers.EDGE: edge,
-                            headers.EDGE_SEQ: str(m.metadata.sequence.stream),
-                            headers.TOPIC: (m.headers or {}).get(headers.TOPIC, ""),
-                        },
-                    )
-                    for m in pending
-                ),
-                return_exceptions=True,
-            )
-            confirmed = 0
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, _NATS_ERRORS):
-                        raise outcome
-                    break
-                confirmed += 1
-            if confirmed:
-                # AckPolicy.ALL: acknowledging the last confirmed one covers the prefix.
-                await pending[confirmed - 1].ack()
-                self.forwarded += confirmed
-                pending = pending[confirmed:]
-            if pending:
-                self.link_up = False
-                with contextlib.suppress(*_NATS_ERRORS):
-                    await pending[-1].in_progress()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
-        self.link_up = True
+
+def _timestamp(value: object) -> float:
+    """Seconds since the epoch of a JetStream message time (RFC 3339 text or a datetime)."""
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        text = value.rstrip("Z")
+        head, _, frac = text.partition(".")
+        return datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{frac or 0}")
+    return time.time()

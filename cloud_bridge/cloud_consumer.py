@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -12,13 +15,19 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StorageType, StreamConfig
+from nats.js.kv import KeyValue
 
 from cloud_bridge import headers
+from cloud_bridge.chunks import Reassembler
 from cloud_bridge.dedupe import EdgeSequenceTracker
+from cloud_bridge.errors import NATS_ERRORS, IntegrityError
 from cloud_bridge.settings import CLOUD_STREAM, CloudStreamSettings
 from schemas import topics
 from schemas.topics import TrafficClass
+
+log = logging.getLogger(__name__)
 
 
 async def ensure_cloud_stream(nc: NatsClient, settings: CloudStreamSettings) -> None:
@@ -30,6 +39,7 @@ async def ensure_cloud_stream(nc: NatsClient, settings: CloudStreamSettings) -> 
         storage=StorageType.FILE,
         max_bytes=settings.max_bytes,
         duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.replicas,
     )
     try:
         await js.add_stream(config)
@@ -50,17 +60,28 @@ class UplinkMessage:
     message_id: str
 
 
+def _position(hdrs: dict[str, str]) -> tuple[int, int]:
+    epoch, _, seq = hdrs.get(headers.EDGE_SEQ, "0").rpartition(".")
+    return int(epoch or 0), int(seq or 0)
+
+
 class CloudConsumer:
     """Reads the uplink stream through a durable consumer, each edge message exactly once.
 
-    JetStream's duplicate window catches quick retries; the per-edge sequence tracker catches
-    re-sends after any outage. A message is acknowledged when the caller asks for the next one,
-    i.e. after it was handled.
+    JetStream's duplicate window catches quick retries; the per-edge-class sequence tracker
+    catches re-sends after any outage, and is kept in the KV bucket ``EF_SEEN_<durable>`` so a
+    restarted consumer still knows. Messages of a fetched batch are acknowledged (and the
+    tracker persisted) when the caller asks for the next message after the batch's last one,
+    i.e. after all were handled; a consumer killed in the middle of a batch sees that batch's
+    unacknowledged messages again (at least once across a consumer crash, never across edge
+    or link failures). Use one consumer instance per durable name.
 
     Args:
         hub_url: the hub's client URL.
-        durable: consumer name; two consumers with one name share the work.
+        durable: consumer name.
         filter_subject: which uplink subjects (see `schemas.topics.uplink_filter`).
+        stream: the uplink stream's settings (it is created on entry).
+        batch: messages fetched at once.
 
     """
 
@@ -72,22 +93,47 @@ class CloudConsumer:
         filter_subject: str | None = None,
         stream: CloudStreamSettings | None = None,
         batch: int = 256,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._hub_url = hub_url
         self._durable = durable
         self._filter = filter_subject or topics.uplink_filter()
         self._stream_settings = stream or CloudStreamSettings()
         self._batch = batch
+        self._user = user
+        self._password = password
         self._nc: NatsClient | None = None
+        self._kv: KeyValue | None = None
+        self._chunks = Reassembler()
+        self._held: dict[str, list[Msg]] = {}
         self.tracker = EdgeSequenceTracker()
         self.received = 0
         self.duplicates = 0
 
     async def __aenter__(self) -> Self:
         self._nc = await nats.connect(
-            self._hub_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2
+            self._hub_url, user=self._user, password=self._password,
+            max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2,
         )
-        await ensure_cloud_stream(self._nc, self._stream_settings)
+        try:
+            await ensure_cloud_stream(self._nc, self._stream_settings)
+            self._kv = await self._nc.jetstream().create_key_value(
+                KeyValueConfig(
+                    bucket="EF_SEEN_" + re.sub(r"[^A-Za-z0-9_-]", "_", self._durable),
+                    history=1,
+                    storage=StorageType.FILE,
+                    replicas=self._stream_settings.replicas,
+                )
+            )
+            with contextlib.suppress(nats.js.errors.NoKeysError):
+                for key in await self._kv.keys():
+                    entry = await self._kv.get(key)
+                    if entry.value:
+                        self.tracker.load(key, entry.value)
+        except BaseException:
+            await self._nc.close()
+            raise
         return self
 
     async def __aexit__(
@@ -100,39 +146,103 @@ class CloudConsumer:
         if nc is not None:
             await nc.close()
 
-    async def messages(self) -> AsyncIterator[UplinkMessage]:
-        """Every new uplink message, in stream order, duplicates removed."""
+    async def _subscribe(self) -> nats.js.JetStreamContext.PullSubscription:
         assert self._nc is not None, "enter the consumer first"
-        js = self._nc.jetstream()
-        psub = await js.pull_subscribe(
+        return await self._nc.jetstream().pull_subscribe(
             self._filter,
             durable=self._durable,
             stream=CLOUD_STREAM,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1),
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=120, max_ack_pending=-1),
         )
+
+    async def _fetch(self, psub: nats.js.JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return await psub.fetch(self._batch, timeout=1.0)
+        except nats.errors.TimeoutError:
+            return []
+        except NATS_ERRORS as exc:  # hub restarting: the client reconnects on its own
+            log.debug("uplink fetch failed: %s", exc)
+            await asyncio.sleep(0.2)
+            return []
+
+    async def messages(self) -> AsyncIterator[UplinkMessage]:
+        """Every new uplink message, in stream order, duplicates removed, chunks joined."""
         while True:
             try:
-                batch = await psub.fetch(self._batch, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            for msg in batch:
-                hdrs = msg.headers or {}
-                edge = hdrs.get(headers.EDGE, "")
-                sequence = int(hdrs.get(headers.EDGE_SEQ, "0") or 0)
-                if edge and sequence and not self.tracker.first_time(edge, sequence):
-                    self.duplicates += 1
-                    await msg.ack()
-                    continue
-                parts = msg.subject.split(".")
-                self.received += 1
-                yield UplinkMessage(
-                    edge=edge or parts[2],
-                    traffic_class=TrafficClass(parts[3]),
-                    subject=msg.subject,
-                    topic=hdrs.get(headers.TOPIC, ""),
-                    payload=msg.data,
-                    edge_sequence=sequence,
-                    message_id=hdrs.get(headers.MSG_ID, ""),
-                )
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.ack()
+                psub = await self._subscribe()
+                break
+            except NATS_ERRORS as exc:
+                log.debug("uplink consumer not bound yet: %s", exc)
+                await asyncio.sleep(0.2)
+        while True:
+            done: list[Msg] = []
+            for msg in await self._fetch(psub):
+                message = self._accept(msg, done)
+                if message is not None:
+                    self.received += 1
+                    yield message
+            await self._commit(done)
+
+    def _accept(self, msg: Msg, done: list[Msg]) -> UplinkMessage | None:
+        """Dedupe and reassemble one stream message; `done` collects what may be acked."""
+        hdrs = dict(msg.headers or {})
+        parts = msg.subject.split(".")
+        edge = hdrs.get(headers.EDGE) or parts[2]
+        key = f"{edge}.{parts[3]}"
+        epoch, seq = _position(hdrs)
+        if seq and self.tracker.seen(key, seq, epoch):
+            self.duplicates += 1
+            done.append(msg)
+            return None
+        payload = msg.data
+        message_id = hdrs.get(headers.MSG_ID, "")
+        if Reassembler.is_chunk(hdrs):
+            whole_id = hdrs[headers.CHUNK_OF]
+            self._held.setdefault(whole_id, []).append(msg)
+            try:
+                whole = self._chunks.add(hdrs, msg.data)
+            except IntegrityError as exc:
+                log.error("uplink from %s: %s", edge, exc)
+                whole = None
+                self._release(whole_id, key, done)
+            if whole is None:
+                return None
+            message_id, payload = whole
+            self._release(whole_id, key, done)
+        elif seq:
+            self.tracker.record(key, seq, epoch)
+            done.append(msg)
+        else:
+            done.append(msg)
+        return UplinkMessage(
+            edge=edge,
+            traffic_class=TrafficClass(parts[3]),
+            subject=msg.subject,
+            topic=hdrs.get(headers.TOPIC, ""),
+            payload=payload,
+            edge_sequence=seq,
+            message_id=message_id,
+        )
+
+    def _release(self, whole_id: str, key: str, done: list[Msg]) -> None:
+        for held in self._held.pop(whole_id, []):
+            epoch, seq = _position(dict(held.headers or {}))
+            if seq:
+                self.tracker.record(key, seq, epoch)
+            done.append(held)
+
+    async def _commit(self, done: list[Msg]) -> None:
+        """Persist the tracker, then ack: a crash in between only re-delivers, never loses."""
+        kv = self._kv
+        assert kv is not None
+        for key in sorted(self.tracker.dirty):
+            try:
+                await kv.put(key, self.tracker.dump(key))
+            except NATS_ERRORS as exc:
+                # Not acked: redelivered later, and dropped then by the in-memory tracker.
+                log.debug("dedupe state not persisted: %s", exc)
+                return
+            self.tracker.dirty.discard(key)
+        for msg in done:
+            with contextlib.suppress(*NATS_ERRORS):
+                await msg.ack()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import nats.errors
+import nats.js.errors
+
 from schemas.errors import EdgefabricError
 
 
@@ -11,3 +16,21 @@ class BridgeError(EdgefabricError):
 
 class LinkDown(BridgeError):
     """The uplink to the cloud hub is down; messages stay queued on the edge."""
+
+
+class IntegrityError(BridgeError):
+    """A reassembled chunked payload does not match the sha256 it was sent with."""
+
+    def __init__(self, message_id: str, expected: str, actual: str) -> None:
+        super().__init__(f"payload {message_id}: sha256 {actual} != sent {expected}")
+        self.message_id = message_id
+        self.expected = expected
+        self.actual = actual
+
+
+NATS_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.Error,
+    asyncio.TimeoutError,
+    nats.js.errors.Error,
+)
+"""What a NATS call raises when the link, the leaf or the hub is unavailable: retried."""

@@ -1,0 +1,71 @@
+"""Putting chunked payloads back together, with the sha256 they were sent with checked."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cloud_bridge import headers
+from cloud_bridge.errors import IntegrityError
+
+
+@dataclass
+class _Partial:
+    count: int
+    digest: str
+    parts: dict[int, bytes] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts.values())
+
+
+class Reassembler:
+    """Collects chunks (in any order, duplicates ignored) until a payload is whole.
+
+    Memory is bounded by `max_bytes`: past it the oldest incomplete payload is given up (its
+    sender retries from its durable queue, so nothing is lost for good).
+    """
+
+    def __init__(self, *, max_bytes: int = 256 << 20) -> None:
+        self._partials: OrderedDict[str, _Partial] = OrderedDict()
+        self._max_bytes = max_bytes
+        self.abandoned = 0
+
+    @staticmethod
+    def is_chunk(hdrs: Mapping[str, str] | None) -> bool:
+        """True when a message is one chunk of a larger payload."""
+        return bool(hdrs) and headers.CHUNK in (hdrs or {})
+
+    def add(self, hdrs: Mapping[str, str], data: bytes) -> tuple[str, bytes] | None:
+        """Add one chunk; return (message id, whole payload) when it was the missing one.
+
+        Raises:
+            IntegrityError: the reassembled payload's sha256 differs from the sent one.
+
+        """
+        whole_id = hdrs[headers.CHUNK_OF]
+        index_text, _, count_text = hdrs[headers.CHUNK].partition("/")
+        partial = self._partials.get(whole_id)
+        if partial is None:
+            partial = _Partial(count=int(count_text), digest=hdrs[headers.SHA256])
+            self._partials[whole_id] = partial
+        partial.parts[int(index_text)] = data
+        self._trim()
+        if len(partial.parts) < partial.count:
+            return None
+        del self._partials[whole_id]
+        payload = b"".join(partial.parts[i] for i in range(partial.count))
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != partial.digest:
+            raise IntegrityError(whole_id, partial.digest, actual)
+        return whole_id, payload
+
+    def _trim(self) -> None:
+        while len(self._partials) > 1 and sum(p.size for p in self._partials.values()) > (
+            self._max_bytes
+        ):
+            self._partials.popitem(last=False)
+            self.abandoned += 1

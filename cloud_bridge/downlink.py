@@ -1,0 +1,227 @@
+"""Downlink: cloud -> one edge or every edge, durable, delivered onto the edge's local MQTT.
+
+The cloud publishes into the hub stream ``EF_DOWN`` (`CloudPublisher`); each edge reads it with
+its own durable consumer in domain ``cloud`` through the leaf (`EdgeDownlink`), filtered to its
+own subjects and the broadcast ones, so what was sent while the edge was offline arrives when
+it is back. Model updates and federated global models are published retained (a pipeline that
+starts later still gets the latest); desired twin state is not (the twin persists it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+import nats
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+
+from bus.errors import NotConnected
+from bus.mqtt import MqttClient
+from cloud_bridge import headers
+from cloud_bridge.chunks import Reassembler
+from cloud_bridge.errors import NATS_ERRORS, BridgeError, IntegrityError
+from cloud_bridge.ingest import split
+from cloud_bridge.settings import DOWNLINK_STREAM, BridgeSettings
+from schemas import topics
+from schemas.errors import InvalidName
+
+log = logging.getLogger(__name__)
+
+MODEL = "model"
+TWIN_DESIRED = "twin-desired"
+FL_GLOBAL = "fl-global"
+_KINDS: dict[str, tuple[Callable[[str], str], bool]] = {
+    MODEL: (topics.model_update, True),
+    TWIN_DESIRED: (topics.twin_desired_set, False),
+    FL_GLOBAL: (topics.fl_global, True),
+}
+"""Downlink kind -> (local topic builder of its one token, retained)."""
+_CHUNK_BYTES = 512 << 10
+
+
+def local_topic(subject: str) -> tuple[str, bool]:
+    """Local MQTT topic and retain flag of a downlink subject (``ef.down.E.model.m1``).
+
+    Raises:
+        InvalidName: the kind is unknown or the tokens do not fit it.
+
+    """
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[:2] != [topics.ROOT, "down"] or parts[3] not in _KINDS:
+        raise InvalidName(subject, "is not a known downlink subject")
+    builder, retain = _KINDS[parts[3]]
+    return builder(parts[4]), retain
+
+
+async def ensure_downlink_stream(nc: NatsClient, *, replicas: int = 1) -> None:
+    """Create (or update) the hub's downlink stream."""
+    js = nc.jetstream()
+    config = StreamConfig(
+        name=DOWNLINK_STREAM,
+        subjects=[f"{topics.ROOT}.down.>"],
+        storage=StorageType.FILE,
+        max_age=30 * 24 * 3600,
+        max_bytes=4 << 30,
+        duplicate_window=600,
+        num_replicas=replicas,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.update_stream(config)
+
+
+class CloudPublisher:
+    """What cloud services use to send to edges: durable, chunked above the max payload.
+
+    Args:
+        hub_url: the hub's client URL.
+
+    """
+
+    def __init__(self, hub_url: str, *, user: str | None = None, password: str | None = None) -> None:
+        self._hub_url = hub_url
+        self._user = user
+        self._password = password
+        self._nc: NatsClient | None = None
+
+    async def __aenter__(self) -> Self:
+        self._nc = await nats.connect(
+            self._hub_url, user=self._user, password=self._password, connect_timeout=2,
+            max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+        )
+        await ensure_downlink_stream(self._nc)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            await nc.close()
+
+    async def publish(
+        self, edge: str | None, kind: str, *tokens: str, payload: bytes, message_id: str = ""
+    ) -> None:
+        """Store one message for `edge` (every edge when None) in the downlink stream.
+
+        Raises:
+            InvalidName: a name is not a valid token.
+            BridgeError: the hub did not confirm within the timeout.
+
+        """
+        assert self._nc is not None, "enter the publisher first"
+        subject = topics.downlink(edge, kind, *tokens)
+        msg_id = message_id or hashlib.sha256(subject.encode() + b"\0" + payload).hexdigest()
+        js = self._nc.jetstream(timeout=5)
+        for part_subject, data, hdrs in split(subject, payload, {headers.MSG_ID: msg_id}, _CHUNK_BYTES):
+            try:
+                await js.publish(part_subject, data, headers=hdrs)
+            except NATS_ERRORS as exc:
+                raise BridgeError(f"downlink {subject} not stored: {exc}") from exc
+
+
+class EdgeDownlink:
+    """Delivers this edge's downlink onto local MQTT; acks only after the broker has it."""
+
+    def __init__(self, settings: BridgeSettings, *, bus: MqttClient, nc: Callable[[], NatsClient]) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._nc = nc
+        self._chunks = Reassembler()
+        self._held: dict[str, list[Msg]] = {}
+        self._psub: object | None = None
+        self.delivered = 0
+        self.rejected = 0
+
+    async def open(self) -> None:
+        """Nothing to do up front: the consumer is bound lazily, since the hub may be away."""
+
+    async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
+        edge = self._settings.edge_id
+        js = self._nc().jetstream(domain="cloud", timeout=5)
+        return await js.pull_subscribe(
+            "",
+            durable=f"ef-down-{edge}",
+            stream=DOWNLINK_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=120,
+                max_ack_pending=10_000,
+                filter_subjects=list(topics.downlink_filters(edge)),
+            ),
+        )
+
+    async def run(self) -> None:
+        """Fetch and deliver forever; rebind after the hub or the link was away."""
+        psub = None
+        while True:
+            if psub is None:
+                try:
+                    psub = await self._bind()
+                except NATS_ERRORS as exc:
+                    log.debug("downlink consumer not bound yet: %s", exc)
+                    await _pause(1.0)
+                    continue
+            try:
+                msgs = await psub.fetch(64, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except NATS_ERRORS as exc:
+                log.debug("downlink fetch failed: %s", exc)
+                await _pause(0.5)
+                continue
+            for msg in msgs:
+                await self._deliver(msg)
+
+    async def _deliver(self, msg: Msg) -> None:
+        hdrs = dict(msg.headers or {})
+        payload: bytes | None = msg.data
+        held = [msg]
+        if Reassembler.is_chunk(hdrs):
+            whole_id = hdrs[headers.CHUNK_OF]
+            self._held.setdefault(whole_id, []).append(msg)
+            try:
+                done = self._chunks.add(hdrs, msg.data)
+            except IntegrityError as exc:
+                log.error("downlink %s", exc)
+                self.rejected += 1
+                for m in self._held.pop(whole_id, []):
+                    await _ack(m)
+                return
+            if done is None:
+                return
+            payload = done[1]
+            held = self._held.pop(whole_id, [])
+        try:
+            topic, retain = local_topic(msg.subject)
+        except InvalidName as exc:
+            log.warning("downlink: %s", exc)
+            self.rejected += 1
+        else:
+            try:
+                await self._bus.publish(topic, payload or b"", retain=retain, timeout=5)
+            except NotConnected:
+                return  # not acked: redelivered after ack_wait
+            self.delivered += 1
+        for m in held:
+            await _ack(m)
+
+
+async def _ack(msg: Msg) -> None:
+    with contextlib.suppress(*NATS_ERRORS):
+        await msg.ack()
+
+
+async def _pause(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
