@@ -93,7 +93,9 @@ class Edge:
             if cfg.twin_enabled:
                 twin_bus = await stack.enter_async_context(self._client("twin"))
                 self.twin = await stack.enter_async_context(
-                    TwinService(bus=twin_bus, db_path=cfg.data_dir / "twin.db")
+                    TwinService(
+                        bus=twin_bus, db_path=cfg.data_dir / "twin.db", devices=self.devices
+                    )
                 )
             if cfg.pipelines.streaming:
                 pipe_bus = await stack.enter_async_context(self._client("pipelines"))
