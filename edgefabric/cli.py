@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     mapper_command.register(sub)
     simulate_command.register(sub)
+    from edgefabric.commands import twin as twin_command
+
+    twin_command.register(sub)
     return parser
 
 
