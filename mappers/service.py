@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -37,17 +37,27 @@ class MapperService:
     """All device mappers of an edge (or of a standalone `edgefabric mapper` process).
 
     Each device runs in its own `DeviceMapper`; one device failing (offline, refusing
-    requests) never stops the others.
+    requests) never stops the others. `drivers` replaces the driver of named devices (the
+    BLE fake transport in tests, instrumented drivers in the bench).
     """
 
-    def __init__(self, devices: Sequence[DeviceInstance], *, bus: MqttClient) -> None:
+    def __init__(
+        self,
+        devices: Sequence[DeviceInstance],
+        *,
+        bus: MqttClient,
+        drivers: Mapping[str, Driver] | None = None,
+    ) -> None:
         names = [d.name for d in devices]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             from mappers.errors import DeviceConfigError  # noqa: PLC0415
 
             raise DeviceConfigError(f"device names must be unique: {', '.join(duplicates)}")
-        self.mappers = [DeviceMapper(d, make_driver(d), bus=bus) for d in devices]
+        given = drivers or {}
+        self.mappers = [
+            DeviceMapper(d, given.get(d.name) or make_driver(d), bus=bus) for d in devices
+        ]
         self._stack: contextlib.AsyncExitStack | None = None
 
     @property
