@@ -42,7 +42,7 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with CloudBridge(settings, bus=bus):
-        print("bridge ready", flush=True)  # noqa: T201 - the parent process waits for this line
+        print("bridge ready", flush=True)
         await stop.wait()
 
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -254,14 +255,12 @@ class CloudBridge:
                 await self._bus.publish(
                     topics.bridge_status(), encode(status), retain=True, timeout=2
                 )
-            except (*NATS_ERRORS, NotConnected) as exc:
+            except (*NATS_ERRORS, NotConnected) as exc:  # type: ignore[misc]
                 log.debug("bridge status not published: %s", exc)
 
 
 def _timestamp(value: object) -> float:
     """Seconds since the epoch of a JetStream message time (RFC 3339 text or a datetime)."""
-    from datetime import datetime
-
     if isinstance(value, datetime):
         return value.timestamp()
     if isinstance(value, str):

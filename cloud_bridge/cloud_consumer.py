@@ -113,8 +113,12 @@ class CloudConsumer:
 
     async def __aenter__(self) -> Self:
         self._nc = await nats.connect(
-            self._hub_url, user=self._user, password=self._password,
-            max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2,
+            self._hub_url,
+            user=self._user,
+            password=self._password,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,
+            connect_timeout=2,
         )
         try:
             await ensure_cloud_stream(self._nc, self._stream_settings)
@@ -202,7 +206,7 @@ class CloudConsumer:
             try:
                 whole = self._chunks.add(hdrs, msg.data)
             except IntegrityError as exc:
-                log.error("uplink from %s: %s", edge, exc)
+                log.error("uplink from %s: %s", edge, exc)  # noqa: TRY400 - no traceback needed
                 whole = None
                 self._release(whole_id, key, done)
             if whole is None:

@@ -9,6 +9,7 @@ starts later still gets the latest); desired twin state is not (the twin persist
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -86,7 +87,9 @@ class CloudPublisher:
 
     """
 
-    def __init__(self, hub_url: str, *, user: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, hub_url: str, *, user: str | None = None, password: str | None = None
+    ) -> None:
         self._hub_url = hub_url
         self._user = user
         self._password = password
@@ -94,14 +97,20 @@ class CloudPublisher:
 
     async def __aenter__(self) -> Self:
         self._nc = await nats.connect(
-            self._hub_url, user=self._user, password=self._password, connect_timeout=2,
-            max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+            self._hub_url,
+            user=self._user,
+            password=self._password,
+            connect_timeout=2,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,
         )
         await ensure_downlink_stream(self._nc)
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         nc, self._nc = self._nc, None
@@ -122,7 +131,9 @@ class CloudPublisher:
         subject = topics.downlink(edge, kind, *tokens)
         msg_id = message_id or hashlib.sha256(subject.encode() + b"\0" + payload).hexdigest()
         js = self._nc.jetstream(timeout=5)
-        for part_subject, data, hdrs in split(subject, payload, {headers.MSG_ID: msg_id}, _CHUNK_BYTES):
+        for part_subject, data, hdrs in split(
+            subject, payload, {headers.MSG_ID: msg_id}, _CHUNK_BYTES
+        ):
             try:
                 await js.publish(part_subject, data, headers=hdrs)
             except NATS_ERRORS as exc:
@@ -132,7 +143,9 @@ class CloudPublisher:
 class EdgeDownlink:
     """Delivers this edge's downlink onto local MQTT; acks only after the broker has it."""
 
-    def __init__(self, settings: BridgeSettings, *, bus: MqttClient, nc: Callable[[], NatsClient]) -> None:
+    def __init__(
+        self, settings: BridgeSettings, *, bus: MqttClient, nc: Callable[[], NatsClient]
+    ) -> None:
         self._settings = settings
         self._bus = bus
         self._nc = nc
@@ -192,7 +205,7 @@ class EdgeDownlink:
             try:
                 done = self._chunks.add(hdrs, msg.data)
             except IntegrityError as exc:
-                log.error("downlink %s", exc)
+                log.error("downlink %s", exc)  # noqa: TRY400 - the digest says it all
                 self.rejected += 1
                 for m in self._held.pop(whole_id, []):
                     await _ack(m)
@@ -222,6 +235,4 @@ async def _ack(msg: Msg) -> None:
 
 
 async def _pause(seconds: float) -> None:
-    import asyncio
-
     await asyncio.sleep(seconds)

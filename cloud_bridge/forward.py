@@ -144,40 +144,53 @@ class Forwarder:
         self._subs[traffic_class] = sub
         self.counters[traffic_class].delivery = 0
 
-    def _next_class(self) -> TrafficClass | None:
-        return next((c for c in PRIORITY if self.counters[c].maybe_pending), None)
-
     async def run(self) -> None:
-        """Forward forever: always the highest class that may have messages."""
+        """Forward forever in rounds over the classes, highest first.
+
+        A full batch means a backlog: the round starts again from the top, so a higher class is
+        emptied before a lower one is read. A partial batch means the class is drained and the
+        next class gets its turn, so a steady trickle of twin updates cannot starve results.
+        """
         while True:
-            traffic_class = self._next_class()
-            if traffic_class is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_IDLE_RECHECK_S):
-                        await self._wake.wait()
-                if not self._wake.is_set():  # periodic re-check (redeliveries, restarts)
-                    for counters in self.counters.values():
-                        counters.maybe_pending = True
+            self._wake.clear()
+            moved = False
+            for traffic_class in PRIORITY:
+                sent = await self._drain_once(traffic_class)
+                moved = moved or sent > 0
+                if sent >= self._settings.batch:
+                    break
+            if moved:
                 continue
-            counters = self.counters[traffic_class]
-            generation = counters.generation
-            try:
-                msgs = await self._subs[traffic_class].fetch(self._settings.batch, timeout=0.2)
-            except NATS_ERRORS:
-                msgs = []
-            if not msgs:
-                if generation == counters.generation:
-                    counters.maybe_pending = False
-                continue
-            if msgs[0].metadata.sequence.consumer != counters.delivery + 1:
-                log.warning("%s: deliveries lost in transit; rebinding", traffic_class)
-                await self._try_rebind(traffic_class)
-                continue
-            counters.delivery = msgs[-1].metadata.sequence.consumer
-            if traffic_class in self._settings.bulk:
-                await self._bucket.take(sum(len(m.data) for m in msgs))
-            await self._send(traffic_class, msgs)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_IDLE_RECHECK_S):
+                    await self._wake.wait()
+            if not self._wake.is_set():  # periodic re-check (redeliveries, restarts)
+                for counters in self.counters.values():
+                    counters.maybe_pending = True
+
+    async def _drain_once(self, traffic_class: TrafficClass) -> int:
+        """Forward one batch of a class; how many messages it had (0 = nothing waiting)."""
+        counters = self.counters[traffic_class]
+        if not counters.maybe_pending:
+            return 0
+        generation = counters.generation
+        try:
+            msgs = await self._subs[traffic_class].fetch(self._settings.batch, timeout=0.05)
+        except NATS_ERRORS:
+            msgs = []
+        if not msgs:
+            if generation == counters.generation:
+                counters.maybe_pending = False
+            return 0
+        if msgs[0].metadata.sequence.consumer != counters.delivery + 1:
+            log.warning("%s: deliveries lost in transit; rebinding", traffic_class)
+            await self._try_rebind(traffic_class)
+            return 0
+        counters.delivery = msgs[-1].metadata.sequence.consumer
+        if traffic_class in self._settings.bulk:
+            await self._bucket.take(sum(len(m.data) for m in msgs))
+        await self._send(traffic_class, msgs)
+        return len(msgs)
 
     async def _try_rebind(self, traffic_class: TrafficClass) -> None:
         try:
@@ -252,8 +265,9 @@ class Forwarder:
         for attempt in range(3):
             try:
                 await msg.ack_sync(timeout=1)
-                return
             except NATS_ERRORS as exc:
                 log.warning("ack to the edge queue failed (%s), attempt %d", exc, attempt + 1)
+            else:
+                return
         # The leaf restarted and forgot this delivery: it redelivers the batch, `_count_gaps`
         # skips the copies (already in the cloud) and the next ack covers them.

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
+from bus.subscription import InboundMessage, Subscription
 from cloud_bridge import headers
 from cloud_bridge.errors import NATS_ERRORS
 from cloud_bridge.routes import class_of, message_id_of, queue_subject
-from bus.subscription import InboundMessage, Subscription
 from schemas.errors import InvalidName
 from schemas.topics import TrafficClass
 
@@ -111,9 +111,10 @@ class Ingest:
             except InvalidName as exc:
                 invalid.append((message, str(exc)))
                 continue
-            msg_id = message_id_of(message.payload) or hashlib.sha256(
-                message.topic.encode() + b"\0" + message.payload
-            ).hexdigest()
+            msg_id = (
+                message_id_of(message.payload)
+                or hashlib.sha256(message.topic.encode() + b"\0" + message.payload).hexdigest()
+            )
             base = {headers.MSG_ID: msg_id, headers.TOPIC: message.topic}
             pieces = split(subject, message.payload, base, self._chunk_bytes)
             parts += [
@@ -152,7 +153,9 @@ class Ingest:
                 self._on_stored(traffic_class)
             pending = pending[done:]
             if pending:
-                log.warning("edge queue unavailable (%s); retrying %d", outcomes[done], len(pending))
+                log.warning(
+                    "edge queue unavailable (%s); retrying %d", outcomes[done], len(pending)
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._backoff_max_s)
         for message, reason in invalid:

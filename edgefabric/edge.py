@@ -78,7 +78,9 @@ class Edge:
                     )
                 )
             if cfg.bridge.enabled:
-                bridge_bus = await stack.enter_async_context(self._client("bridge", durable=True))
+                # Not entered here: the bridge subscribes first, then connects, so messages
+                # the broker redelivers on connect cannot arrive before its subscriptions.
+                bridge_bus = self._client("bridge", durable=True)
                 self.bridge = await stack.enter_async_context(
                     CloudBridge(
                         BridgeSettings(

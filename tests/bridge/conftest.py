@@ -28,13 +28,19 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path, mosquitto_url: str) -> AsyncIterator[Rig]:
     hub_spec = HubSpec(
-        name="hub", port=free_port(), leafnode_port=free_port(), monitor_port=free_port(),
+        name="hub",
+        port=free_port(),
+        leafnode_port=free_port(),
+        monitor_port=free_port(),
         store_dir=tmp_path / "hub" / "js",
     )
-    proxy = BlackHoleProxy(port=free_port(), target_host="127.0.0.1",
-                           target_port=hub_spec.leafnode_port)
+    proxy = BlackHoleProxy(
+        port=free_port(), target_host="127.0.0.1", target_port=hub_spec.leafnode_port
+    )
     leaf_spec = LeafSpec(
-        edge_id="edge-1", port=free_port(), monitor_port=free_port(),
+        edge_id="edge-1",
+        port=free_port(),
+        monitor_port=free_port(),
         store_dir=tmp_path / "edge-1" / "js",
         hub_leaf_urls=(f"nats-leaf://127.0.0.1:{proxy.port}",),
     )

@@ -23,8 +23,9 @@ DEVICES = 4
 def bridge_for(rig: Rig, **overrides: object) -> CloudBridge:
     """An in-process bridge for the rig's edge (its MQTT client not yet connected)."""
     settings = BridgeSettings(edge_id=rig.edge_id, leaf_url=rig.leaf.url, **overrides)  # type: ignore[arg-type]
-    bus = MqttClient(rig.broker_url, client_id=f"{rig.edge_id}-bridge", clean_session=False,
-                     manual_ack=True)
+    bus = MqttClient(
+        rig.broker_url, client_id=f"{rig.edge_id}-bridge", clean_session=False, manual_ack=True
+    )
     return CloudBridge(settings, bus=bus)
 
 
@@ -54,7 +55,9 @@ class Collector:
             self.got.append(message)
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if self._task is not None:
@@ -92,9 +95,17 @@ class BridgeProcess:
         """Start it and wait for its ready line."""
         rig = self._rig
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cloud_bridge", "--edge-id", rig.edge_id,
-            "--broker", rig.broker_url, "--leaf", rig.leaf.url,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-m",
+            "cloud_bridge",
+            "--edge-id",
+            rig.edge_id,
+            "--broker",
+            rig.broker_url,
+            "--leaf",
+            rig.leaf.url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         assert self._process.stdout is not None
         async with asyncio.timeout(20):

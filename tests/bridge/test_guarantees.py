@@ -90,7 +90,8 @@ async def test_consumer_restart_still_drops_resends_past_the_duplicate_window(ri
         stored = await js.get_msg(CLOUD_STREAM, seq=1)
         # An edge re-send after the window: same queue position, a message id JetStream forgot.
         await js.publish(
-            stored.subject, stored.data or b"",
+            stored.subject,
+            stored.data or b"",
             headers=dict(stored.headers or {}) | {"Nats-Msg-Id": "forgotten"},
         )
         assert (await js.stream_info(CLOUD_STREAM)).state.messages == 11
