@@ -13,6 +13,7 @@ string-only twin; the KubeEdge adapter converts at its boundary.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Literal
 
@@ -44,6 +45,28 @@ class TwinErrorCode(StrEnum):
     """The mapper or the device refused the write (reason says why)."""
     TIMEOUT = "timeout"
     """No write result from the mapper within the twin's write timeout."""
+
+
+def values_match(desired: JsonValue, reported: JsonValue) -> bool:
+    """True when a reported value satisfies a desired one.
+
+    Numbers compare with a relative tolerance of 1e-9: a scaled register read back as
+    ``103 * 0.1 = 10.300000000000001`` does satisfy a desired 10.3. Booleans are not numbers
+    here, and containers compare element by element.
+    """
+    if isinstance(desired, bool) or isinstance(reported, bool):
+        return desired is reported
+    if isinstance(desired, int | float) and isinstance(reported, int | float):
+        return math.isclose(desired, reported, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(desired, list) and isinstance(reported, list):
+        return len(desired) == len(reported) and all(
+            values_match(d, r) for d, r in zip(desired, reported, strict=True)
+        )
+    if isinstance(desired, dict) and isinstance(reported, dict):
+        return desired.keys() == reported.keys() and all(
+            values_match(v, reported[k]) for k, v in desired.items()
+        )
+    return bool(desired == reported)
 
 
 class _Frozen(BaseModel):
@@ -101,7 +124,7 @@ class TwinProperty(_Frozen):
         """True when a desired value exists and the device does not report it (yet)."""
         if self.desired is None:
             return False
-        return self.reported is None or self.reported.value != self.desired.value
+        return self.reported is None or not values_match(self.desired.value, self.reported.value)
 
 
 class TwinDocument(Message):
