@@ -90,3 +90,13 @@ def test_none_clears_a_desired_value(tmp_path: Path) -> None:
     store.set_desired("d", {"a": None}, source=TwinSource.APP, timestamp=2.0)
     store.close()
     assert TwinStore(tmp_path / "t.db").desired("d") == {}
+
+
+def test_scaled_read_back_noise_still_satisfies_desired() -> None:
+    from schemas.twin import values_match
+
+    assert values_match(10.3, 103 * 0.1)
+    assert values_match({"a": [1, 2.5]}, {"a": [1.0, 2.5000000000000004]})
+    assert not values_match(10.3, 10.4)
+    assert not values_match(True, 1)
+    assert not values_match("1", 1)
