@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgefabric.commands import twin as twin_command
 
     twin_command.register(sub)
+    from edgefabric.commands import bridge as bridge_command
+
+    bridge_command.register(sub)
     return parser
 
 

@@ -50,3 +50,31 @@ async def test_model_sent_while_edge_offline_arrives_retained_and_whole(rig: Rig
         == hashlib.sha256(model).digest()
     )
     assert got[topics.model_update("classifier")] == b"v2"
+
+
+async def test_bridge_status_is_published_retained_and_printed(rig: Rig) -> None:
+    import subprocess
+    import sys
+
+    async with bridge_for(rig, status_interval_s=0.2) as bridge:
+        await wait_for(lambda: bridge.link_up, timeout=10, what="link up")
+        status = await bridge.status()
+        assert set(status.classes) == {c.value for c in TrafficClass}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "edgefabric.cli",
+                "bridge",
+                "status",
+                "--broker",
+                rig.broker_url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert "link up" in done.stdout, done.stdout + done.stderr
+    assert "hard-examples" in done.stdout
