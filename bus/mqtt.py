@@ -4,6 +4,11 @@ One connection per client, kept up by one background loop with capped, jittered 
 subscriptions are remembered and renewed after every reconnect. It speaks MQTT v5 where the
 broker does (Mosquitto) and falls back to 3.1.1 when the broker refuses v5 (amqtt), so every
 request/response in edgefabric carries its reply topic and correlation id in the body too.
+
+The wire protocol is our own small implementation (`bus.mqtt_wire`, `bus.mqtt_connection`)
+rather than paho-mqtt: measured here, paho (with or without aiomqtt on top) tops out near
+3,500 QoS 1 messages/s per process with publisher and subscriber in one event loop, and an edge
+process moves every reading three or four times; see BENCHMARKS.md for the comparison.
 """
 
 from __future__ import annotations
@@ -13,31 +18,31 @@ import contextlib
 import logging
 import random
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from types import TracebackType
 from typing import Literal, Self
 
-import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
+from bus import mqtt_wire as wire
 from bus.errors import NotConnected
+from bus.lifecycle import ServiceTasks
+from bus.mqtt_connection import (
+    ConnectRefused,
+    MqttConnection,
+    PublishRefused,
+    open_connection,
+)
+from bus.mqtt_wire import Packet, PacketType
 from bus.subscription import InboundMessage, Overflow, Subscription
 from bus.url import parse_broker_url
 
 log = logging.getLogger(__name__)
 
-_UNSUPPORTED_PROTOCOL_CODES = {1, 132}  # 3.1.1 "unacceptable protocol version" / v5 0x84
 _PERSISTENT_SESSION_EXPIRY_S = 7 * 24 * 3600
-
-
-def _code_of(exc: aiomqtt.MqttCodeError) -> int:
-    """The numeric CONNACK code: paho gives a ReasonCode on v5 and an int on 3.1.1."""
-    rc = exc.rc
-    value = getattr(rc, "value", rc)
-    return int(value) if isinstance(value, int) else -1
+_UNSUPPORTED_VERSION = (0x01, 0x84)  # 3.1.1 "unacceptable protocol version" / v5 0x84
+_INBOUND_HARD_LIMIT = 100_000
+_UNCLAIMED_MAX = 1000
 
 
 class ConnectionState(StrEnum):
@@ -53,6 +58,10 @@ class ConnectionState(StrEnum):
 ProtocolChoice = Literal["auto", "3.1.1", "5"]
 
 
+class SubscribeRefused(NotConnected):
+    """The broker refused a subscription (e.g. an ACL denies the filter)."""
+
+
 class MqttClient:
     """An async-context-managed MQTT client with reconnects, bounded inboxes and QoS 1 defaults.
 
@@ -60,15 +69,20 @@ class MqttClient:
     reach its broker fails at start-up with a clear error; later outages are ridden out by the
     reconnect loop while `publish` fails fast with `NotConnected` after `publish_timeout`.
 
+    Inbound QoS 1 messages are acknowledged once they are in a subscriber's inbox, so the
+    broker's in-flight window (v5 Receive Maximum, Mosquitto's max_inflight_messages) bounds
+    what waits here: a slow consumer costs broker-side queueing, not this process's memory.
+
     Args:
         url: ``mqtt://host:port`` or ``mqtts://host:port`` (credentials may be in the URL).
-        client_id: MQTT client identifier; also names the background task.
+        client_id: MQTT client identifier; also names the background tasks.
         clean_session: False keeps the broker session (subscriptions and unacked QoS 1
             messages) across reconnects; the bridge uses that with `manual_ack`.
         manual_ack: inbound QoS 1 messages are acknowledged only by `InboundMessage.ack`.
         protocol: "auto" tries v5 and falls back to 3.1.1 when the broker refuses it.
+        max_inflight: QoS 1 publishes awaiting PUBACK at once.
+        max_packet: largest inbound packet accepted; a bigger one drops the connection.
         tls_context: used for ``mqtts://``; the system defaults when None.
-
     """
 
     def __init__(
@@ -85,6 +99,7 @@ class MqttClient:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         max_inflight: int = 1000,
+        max_packet: int = 128 * 1024 * 1024,
         tls_context: ssl.SSLContext | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -99,15 +114,22 @@ class MqttClient:
         self._publish_timeout = publish_timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
-        self._max_inflight = max_inflight
+        self._max_packet = max_packet
         self._tls_context = tls_context
+        if self._address.tls and tls_context is None:
+            self._tls_context = ssl.create_default_context()
         self._username = username or self._address.username
         self._password = password or self._address.password
         self._subscriptions: list[Subscription] = []
-        self._client: aiomqtt.Client | None = None
+        self._conn: MqttConnection | None = None
         self._connected = asyncio.Event()
-        self._task_group: asyncio.TaskGroup | None = None
-        self._loop_task: asyncio.Task[None] | None = None
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._inbound: deque[tuple[MqttConnection, Packet]] = deque()
+        self._inbound_ready = asyncio.Event()
+        # A persistent session is redelivered right after CONNACK, before the service has
+        # re-entered its subscriptions: hold those messages (unacked) until one claims them.
+        self._unclaimed: deque[InboundMessage] = deque(maxlen=_UNCLAIMED_MAX)
+        self._tasks = ServiceTasks(f"bus.mqtt[{client_id}]")
         self.state = ConnectionState.NEW
         self.protocol_version: Literal["3.1.1", "5"] | None = None
         self.connects = 0
@@ -123,11 +145,9 @@ class MqttClient:
         return self.protocol_version == "5"
 
     async def __aenter__(self) -> Self:
-        self._task_group = asyncio.TaskGroup()
-        await self._task_group.__aenter__()
-        self._loop_task = self._task_group.create_task(
-            self._connection_loop(), name=f"bus.mqtt[{self.client_id}].connection"
-        )
+        await self._tasks.__aenter__()
+        self._tasks.spawn(self._connection_loop(), "connection")
+        self._tasks.spawn(self._pump(), "inbound")
         try:
             await self.wait_connected(self._connect_timeout)
         except BaseException:
@@ -141,21 +161,20 @@ class MqttClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task_group is None:
+        if self.state is ConnectionState.CLOSED:
             return
-        group, self._task_group = self._task_group, None
-        if self._loop_task is not None:
-            self._loop_task.cancel()
         self.state = ConnectionState.CLOSED
         self._connected.clear()
-        await group.__aexit__(None, None, None)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        await self._tasks.__aexit__(exc_type, exc, tb)
 
     async def wait_connected(self, timeout: float) -> None:
         """Wait until the broker connection is up.
 
         Raises:
             NotConnected: not connected within `timeout` seconds.
-
         """
         try:
             async with asyncio.timeout(timeout):
@@ -164,6 +183,8 @@ class MqttClient:
             raise NotConnected(
                 f"MQTT client {self.client_id!r}: no connection to {self.url} within {timeout} s"
             ) from exc
+
+    # ---- publishing ------------------------------------------------------------------------
 
     async def publish(
         self,
@@ -178,49 +199,94 @@ class MqttClient:
     ) -> None:
         """Publish and, for QoS 1, return once the broker acknowledged it.
 
-        `response_topic` and `correlation_data` become v5 properties when the broker speaks v5;
-        callers put them in the message body as well for 3.1.1 peers.
+        A publish interrupted by a lost connection is sent again on the next one, so delivery
+        is at least once; consumers de-duplicate by `message_id`. `response_topic` and
+        `correlation_data` become v5 properties when the broker speaks v5; callers put them
+        in the message body as well for 3.1.1 peers.
 
         Raises:
             NotConnected: the broker was unreachable for the whole timeout.
-
+            PublishRefused: a v5 broker refused the message (e.g. not authorised).
         """
         budget = self._publish_timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(budget):
                 while True:
                     await self._connected.wait()
-                    client = self._client
-                    if client is None:  # pragma: no cover - cleared between wait and use
+                    conn = self._conn
+                    if conn is None:  # pragma: no cover - cleared between wait and use
                         continue
                     try:
-                        await client.publish(
-                            topic,
-                            payload,
+                        await self._publish_on(
+                            conn,
+                            topic=topic,
+                            payload=payload,
                             qos=qos,
                             retain=retain,
-                            properties=self._publish_properties(response_topic, correlation_data),
-                            timeout=budget,
+                            response_topic=response_topic,
+                            correlation_data=correlation_data,
                         )
-                    except aiomqtt.MqttError:
-                        # The connection dropped under us; the loop notices and reconnects.
-                        await asyncio.sleep(0.05)
+                    except PublishRefused:
+                        raise
+                    except NotConnected:
+                        await asyncio.sleep(0.02)  # the loop notices and reconnects
                     else:
                         return
         except TimeoutError as exc:
             raise NotConnected(f"publish to {topic!r} not acknowledged within {budget} s") from exc
 
-    def _publish_properties(
-        self, response_topic: str | None, correlation_data: bytes | None
-    ) -> Properties | None:
-        if not self.is_v5 or (response_topic is None and correlation_data is None):
-            return None
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if response_topic is not None:
-            props.ResponseTopic = response_topic
-        if correlation_data is not None:
-            props.CorrelationData = correlation_data
-        return props
+    async def _publish_on(
+        self,
+        conn: MqttConnection,
+        *,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+    ) -> None:
+        props: wire.Properties = {}
+        if conn.version == wire.V5:
+            if response_topic is not None:
+                props[wire.RESPONSE_TOPIC] = response_topic
+            if correlation_data is not None:
+                props[wire.CORRELATION_DATA] = correlation_data
+        if qos == 0:
+            conn.send(
+                wire.publish(
+                    topic=topic,
+                    payload=payload,
+                    qos=0,
+                    retain=retain,
+                    packet_id=0,
+                    version=conn.version,
+                    properties=props,
+                )
+            )
+            return
+        async with self._inflight:
+            packet_id = conn.next_packet_id()
+            ack = conn.expect(PacketType.PUBACK, packet_id)
+            try:
+                conn.send(
+                    wire.publish(
+                        topic=topic,
+                        payload=payload,
+                        qos=1,
+                        retain=retain,
+                        packet_id=packet_id,
+                        version=conn.version,
+                        properties=props,
+                    )
+                )
+                result = await ack
+            finally:
+                conn.forget(PacketType.PUBACK, packet_id)
+        if result.reason >= 0x80:
+            raise PublishRefused(topic, result.reason)
+
+    # ---- subscribing -----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def subscribe(
@@ -234,129 +300,225 @@ class MqttClient:
         """Subscribe for the lifetime of the `async with` block.
 
         The subscription survives reconnects; leaving the block unsubscribes.
+
+        Raises:
+            SubscribeRefused: the broker refused the filter.
         """
         sub = Subscription(topic_filter, qos=qos, maxsize=maxsize, overflow=overflow)
         self._subscriptions.append(sub)
         try:
-            client = self._client
-            if client is not None and self._connected.is_set():
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.subscribe(topic_filter, qos=qos)
+            for held in [m for m in self._unclaimed if sub.matches(m.topic)]:
+                self._unclaimed.remove(held)
+                await sub.deliver(held)
+            conn = self._conn
+            if conn is not None and self._connected.is_set():
+                with contextlib.suppress(NotConnected, TimeoutError):
+                    await self._subscribe_on(conn, [(topic_filter, qos)])
             yield sub
         finally:
             self._subscriptions.remove(sub)
-            client = self._client
+            conn = self._conn
             still_wanted = any(s.topic_filter == topic_filter for s in self._subscriptions)
-            if client is not None and self._connected.is_set() and not still_wanted:
-                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                    await client.unsubscribe(topic_filter, timeout=2)
+            if conn is not None and conn.open and not still_wanted:
+                await self._unsubscribe_on(conn, topic_filter)
 
-    def _new_client(self, protocol: aiomqtt.ProtocolVersion) -> aiomqtt.Client:
-        v5 = protocol is aiomqtt.ProtocolVersion.V5
-        properties = None
-        if v5 and not self._clean_session:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = _PERSISTENT_SESSION_EXPIRY_S
-        client = aiomqtt.Client(
-            self._address.host,
-            self._address.port,
-            identifier=self.client_id,
-            protocol=protocol,
-            clean_session=None if v5 else self._clean_session,
-            # paho refuses clean_start on 3.1.1; there clean_session says the same thing.
-            clean_start=(
-                False if v5 and not self._clean_session else paho.MQTT_CLEAN_START_FIRST_ONLY
-            ),
+    async def _subscribe_on(self, conn: MqttConnection, filters: list[tuple[str, int]]) -> None:
+        packet_id = conn.next_packet_id()
+        ack = conn.expect(PacketType.SUBACK, packet_id)
+        try:
+            conn.send(wire.subscribe(packet_id, filters, conn.version))
+            async with asyncio.timeout(self._connect_timeout):
+                result = await ack
+        finally:
+            conn.forget(PacketType.SUBACK, packet_id)
+        refused = [f for (f, _), code in zip(filters, result.reasons, strict=False) if code >= 0x80]
+        if refused:
+            raise SubscribeRefused(f"broker refused subscription to {', '.join(refused)}")
+
+    async def _unsubscribe_on(self, conn: MqttConnection, topic_filter: str) -> None:
+        packet_id = conn.next_packet_id()
+        ack = conn.expect(PacketType.UNSUBACK, packet_id)
+        try:
+            conn.send(wire.unsubscribe(packet_id, [topic_filter], conn.version))
+            async with asyncio.timeout(2):
+                await ack
+        except (NotConnected, TimeoutError):
+            pass  # the session ends with the connection anyway
+        finally:
+            conn.forget(PacketType.UNSUBACK, packet_id)
+
+    # ---- inbound ---------------------------------------------------------------------------
+
+    def _on_publish(self, conn: MqttConnection, packet: Packet) -> None:
+        self._inbound.append((conn, packet))
+        self._inbound_ready.set()
+        if len(self._inbound) >= _INBOUND_HARD_LIMIT:
+            # Only a broker that ignores flow control gets here (QoS 0 floods, or a broker
+            # without in-flight limits); stop reading rather than grow without bound.
+            conn.pause_reading()
+
+    async def _pump(self) -> None:
+        while True:
+            await self._inbound_ready.wait()
+            self._inbound_ready.clear()
+            while self._inbound:
+                conn, packet = self._inbound.popleft()
+                if conn.paused and len(self._inbound) < _INBOUND_HARD_LIMIT // 2:
+                    conn.resume_reading()
+                await self._deliver(conn, packet)
+
+    async def _deliver(self, conn: MqttConnection, packet: Packet) -> None:
+        """Hand a message to every matching subscription, then acknowledge it.
+
+        Acknowledging only after the message is in an inbox is the flow control: a broker
+        keeps at most its in-flight window of unacknowledged QoS 1 messages per client (v5
+        Receive Maximum, Mosquitto's max_inflight_messages on 3.1.1), so a full inbox slows
+        the broker instead of this process's memory, and the socket keeps being read, so
+        acknowledgements of our own publishes never wait behind a slow subscriber.
+        """
+        acknowledge = None
+        if packet.qos:
+            puback = wire.puback(packet.packet_id)
+
+            def acknowledge(conn: MqttConnection = conn, puback: bytes = puback) -> None:
+                if conn.open:
+                    conn.send(puback)
+
+        props = packet.properties
+        response_topic = props.get(wire.RESPONSE_TOPIC)
+        correlation = props.get(wire.CORRELATION_DATA)
+        message = InboundMessage(
+            topic=packet.topic,
+            payload=packet.payload,
+            qos=packet.qos,
+            retain=packet.retain,
+            response_topic=response_topic if isinstance(response_topic, str) else None,
+            correlation_data=correlation if isinstance(correlation, bytes) else None,
+            _acknowledge=acknowledge if self._manual_ack else None,
+        )
+        delivered = False
+        for sub in list(self._subscriptions):
+            if sub.matches(message.topic):
+                await sub.deliver(message)
+                delivered = True
+        if acknowledge is None:
+            return
+        if not self._manual_ack:
+            acknowledge()
+        elif not delivered:
+            if self._clean_session:
+                acknowledge()
+            else:
+                self._unclaimed.append(message)
+
+    # ---- connection ------------------------------------------------------------------------
+
+    def _connect_packet(self, version: int) -> bytes:
+        props: wire.Properties = {}
+        if version == wire.V5 and not self._clean_session:
+            props[wire.SESSION_EXPIRY] = _PERSISTENT_SESSION_EXPIRY_S
+        return wire.connect(
+            client_id=self.client_id,
+            version=version,
+            clean=self._clean_session,
             keepalive=self._keepalive,
-            timeout=self._connect_timeout,
             username=self._username,
             password=self._password,
-            max_inflight_messages=self._max_inflight,
-            properties=properties,
-            tls_context=self._tls_context if self._address.tls else None,
+            properties=props,
         )
-        # aiomqtt warns past 10 pending calls; services pipeline up to max_inflight on purpose.
-        client.pending_calls_threshold = self._max_inflight
-        if self._tls_context is None and self._address.tls:
-            client._client.tls_set_context(ssl.create_default_context())
-        if self._manual_ack:
-            # aiomqtt has no manual-ack switch; paho's public API on its client is the way.
-            client._client.manual_ack_set(True)
-        return client
+
+    async def _open(
+        self, version: int, *, handshake_timeout: float | None = None
+    ) -> MqttConnection:
+        conn = await open_connection(
+            self._address.host,
+            self._address.port,
+            version=version,
+            on_publish=self._on_publish,
+            max_packet=self._max_packet,
+            ssl_context=self._tls_context if self._address.tls else None,
+            timeout=self._connect_timeout,
+        )
+        await conn.handshake(
+            self._connect_packet(version), handshake_timeout or self._connect_timeout
+        )
+        return conn
+
+    async def _handshake(self, version: int) -> MqttConnection:
+        """Connect with `version`; in auto mode a v5 refusal retries at once with 3.1.1.
+
+        A 3.1.1-only broker may refuse a v5 CONNECT, close the socket, or (amqtt, when the
+        CONNECT carries properties) wait for bytes that never come; the probe's short
+        timeout covers the last case.
+        """
+        if self._protocol_choice != "auto" or version == wire.V311:
+            return await self._open(version)
+        try:
+            return await self._open(wire.V5, handshake_timeout=min(self._connect_timeout, 2.0))
+        except ConnectRefused as exc:
+            if exc.code not in _UNSUPPORTED_VERSION:
+                raise
+        except NotConnected as exc:
+            if "cannot reach" in str(exc):
+                raise
+        return await self._open(wire.V311)
 
     async def _connection_loop(self) -> None:
-        protocol = (
-            aiomqtt.ProtocolVersion.V311
-            if self._protocol_choice == "3.1.1"
-            else aiomqtt.ProtocolVersion.V5
-        )
+        version = wire.V311 if self._protocol_choice == "3.1.1" else wire.V5
         backoff = self._backoff_initial
         while True:
             self.state = ConnectionState.CONNECTING
-            client = self._new_client(protocol)
             try:
-                async with client:
-                    self._client = client
-                    self.protocol_version = (
-                        "5" if protocol is aiomqtt.ProtocolVersion.V5 else "3.1.1"
-                    )
-                    for sub in list(self._subscriptions):
-                        await client.subscribe(sub.topic_filter, qos=sub.qos)
-                    self.state = ConnectionState.CONNECTED
-                    self.connects += 1
-                    self._connected.set()
-                    backoff = self._backoff_initial
-                    log.debug(
-                        "%s connected to %s (MQTT %s)",
-                        self.client_id,
-                        self.url,
-                        self.protocol_version,
-                    )
-                    await self._pump(client)
-            except aiomqtt.MqttCodeError as exc:
-                if (
-                    self._protocol_choice == "auto"
-                    and protocol is aiomqtt.ProtocolVersion.V5
-                    and _code_of(exc) in _UNSUPPORTED_PROTOCOL_CODES
-                ):
-                    protocol = aiomqtt.ProtocolVersion.V311
-                    continue
-                log.warning("%s: broker %s: %s", self.client_id, self.url, exc)
-            except aiomqtt.MqttError as exc:
-                log.debug("%s: connection to %s lost: %s", self.client_id, self.url, exc)
-            finally:
-                self._connected.clear()
-                self._client = None
+                conn = await self._handshake(version)
+            except NotConnected as exc:
+                log.debug("%s: %s", self.client_id, exc)
+            else:
+                version = conn.version
+                backoff = self._backoff_initial
+                await self._serve(conn)
             self.state = ConnectionState.DISCONNECTED
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(self._backoff_max, backoff * 2)
 
-    async def _pump(self, client: aiomqtt.Client) -> None:
-        paho_client = client._client
-        async for raw in client.messages:
-            props = raw.properties
-            response_topic = getattr(props, "ResponseTopic", None) if props else None
-            correlation = getattr(props, "CorrelationData", None) if props else None
-            acknowledge = None
-            if self._manual_ack and raw.qos > 0:
-                mid, qos = raw.mid, raw.qos
-
-                def acknowledge(mid: int = mid, qos: int = qos) -> None:
-                    paho_client.ack(mid, qos)
-
-            message = InboundMessage(
-                topic=raw.topic.value,
-                payload=bytes(raw.payload) if isinstance(raw.payload, bytes | bytearray) else b"",
-                qos=raw.qos,
-                retain=raw.retain,
-                response_topic=response_topic,
-                correlation_data=correlation,
-                _acknowledge=acknowledge,
+    async def _serve(self, conn: MqttConnection) -> None:
+        """Renew subscriptions, then keep the connection alive until it drops."""
+        self.protocol_version = "5" if conn.version == wire.V5 else "3.1.1"
+        try:
+            filters = list({s.topic_filter: s.qos for s in self._subscriptions}.items())
+            if filters:
+                await self._subscribe_on(conn, filters)
+            self._conn = conn
+            self.state = ConnectionState.CONNECTED
+            self.connects += 1
+            self._connected.set()
+            log.debug(
+                "%s connected to %s (MQTT %s)", self.client_id, self.url, self.protocol_version
             )
-            delivered = False
-            for sub in list(self._subscriptions):
-                if sub.matches(message.topic):
-                    await sub.deliver(message)
-                    delivered = True
-            if not delivered and acknowledge is not None:
-                acknowledge()
+            await self._keep_alive(conn)
+        except (NotConnected, TimeoutError) as exc:
+            log.debug("%s: connection to %s lost: %s", self.client_id, self.url, exc)
+        finally:
+            self._connected.clear()
+            self._conn = None
+            conn.abort(None)
+
+    async def _keep_alive(self, conn: MqttConnection) -> None:
+        loop = asyncio.get_running_loop()
+        interval = max(self._keepalive / 2, 0.5)
+        while True:
+            try:
+                async with asyncio.timeout(interval):
+                    await asyncio.shield(conn.closed)
+            except TimeoutError:
+                pass
+            else:
+                return
+            if loop.time() - conn.last_received > self._keepalive * 1.5:
+                log.warning(
+                    "%s: no traffic from %s for %.0f s; reconnecting",
+                    self.client_id,
+                    self.url,
+                    self._keepalive * 1.5,
+                )
+                return
+            conn.send(wire.PINGREQ)

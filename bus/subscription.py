@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from paho.mqtt.client import topic_matches_sub
+from bus.mqtt_wire import topic_matches
 
 
 class Overflow(StrEnum):
@@ -62,7 +62,7 @@ class Subscription:
 
     def matches(self, topic: str) -> bool:
         """True when `topic` falls under this subscription's filter."""
-        return bool(topic_matches_sub(self.topic_filter, topic))
+        return topic_matches(self.topic_filter, topic)
 
     async def deliver(self, message: InboundMessage) -> None:
         """Put a message in the inbox according to the overflow policy."""

@@ -50,6 +50,7 @@ def mosquitto_url(tmp_path: Path) -> Iterator[str]:
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "set_tcp_nodelay true\n"
         "max_inflight_messages 1000\nmax_queued_messages 100000\n"
     )
     process = subprocess.Popen(

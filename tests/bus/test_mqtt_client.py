@@ -140,3 +140,16 @@ def test_broker_urls_are_parsed(url: str, expected: tuple[str, int, bool]):
 def test_bad_broker_urls_are_refused_with_the_url_named(url: str):
     with pytest.raises(InvalidBrokerUrl):
         parse_broker_url(url)
+
+
+async def test_a_full_inbox_never_blocks_the_acknowledgement_of_our_own_publishes(broker_url):
+    """A service that publishes while its inbox is full must not deadlock (flow control is
+    done by withholding acks of inbound messages, not by ceasing to read the socket)."""
+    async with MqttClient(broker_url, client_id="busy") as client:
+        async with client.subscribe("full/#", maxsize=1) as sub:
+            for i in range(50):
+                await client.publish(f"full/{i}", b"x")
+            # The inbox holds one message and the rest wait; publishing still completes.
+            await client.publish("other/topic", b"still acked", timeout=5)
+            received = [(await _next(sub)).topic for _ in range(50)]
+    assert received == [f"full/{i}" for i in range(50)]
