@@ -58,9 +58,22 @@ class ServiceTasks:
         if group is None:
             return
         self.state = ServiceState.STOPPING
-        for task in list(self._tasks):
-            task.cancel()
         try:
+            await self._cancel_all()
             await group.__aexit__(None, None, None)
         finally:
             self.state = ServiceState.STOPPED
+
+    async def _cancel_all(self) -> None:
+        """Cancel every task until it has ended.
+
+        A cancellation can be lost: on Python 3.11 a cancel that lands as an
+        `asyncio.timeout` expires may surface as TimeoutError, which the task then handles as
+        an ordinary timeout and carries on. Cancelling again until the task is done makes
+        shutdown certain instead of hanging on such a task.
+        """
+        pending = {task for task in self._tasks if not task.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
