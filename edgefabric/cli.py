@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import sys
@@ -21,8 +20,7 @@ def _demo(args: argparse.Namespace) -> int:
     from edgefabric.demo import run_demo
 
     counts = asyncio.run(run_demo(duration=args.duration))
-    summary = dataclasses.asdict(counts)
-    summary.pop("last", None)
+    summary = counts.summary()
     print("summary:", json.dumps(summary))
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")

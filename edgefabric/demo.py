@@ -1,164 +1,166 @@
-"""`edgefabric demo`: the whole stack on embedded defaults, with a live view.
+"""`edgefabric demo`: the whole stack on embedded defaults, telling its story live.
 
-A simulated Modbus PLC feeds a mapper; readings reach the twin and an ONNX anomaly pipeline on
-the embedded broker; results travel through the edge's leaf nats-server to the cloud hub,
-where a cloud consumer receives them. Everything binds to 127.0.0.1 on free ports.
+A simulated Modbus PLC and an OPC UA machine feed their mappers; readings reach the twin and
+an ONNX anomaly pipeline on the embedded broker; results travel through the edge's leaf
+nats-server to the cloud hub, where a cloud consumer receives them. Then the acts: an app sets
+a desired value that reaches the PLC register through the twin; the cloud hub is killed and
+restarted while the edge keeps working, and the cloud catches up with nothing lost or
+duplicated. Everything binds to 127.0.0.1 on free ports, in a temporary data directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
 from bus.mqtt import MqttClient
 from bus.ports import free_port
-from bus.subscription import Overflow
-from edgefabric.cloud import Cloud, ResultsSink
-from edgefabric.config import (
-    BrokerSettings,
-    CloudConfig,
-    EdgeConfig,
-    HubSettings,
-    LeafSettings,
-)
+from edgefabric.cloud import Cloud
+from edgefabric.config import BrokerSettings, CloudConfig, EdgeConfig, HubSettings, LeafSettings
+from edgefabric.demo_acts import PLC, outage_act, twin_write_act
+from edgefabric.demo_view import DemoCounts, live_view, watch_bus, watch_cloud
 from edgefabric.edge import Edge
-from mappers.device import DeviceInstance, ModbusConnection, ModbusVisitor, PropertySpec
 from mappers.simulators.modbus_plc import ModbusPlcSimulator
+from mappers.simulators.opcua_machine import OpcUaMachineSimulator
 from pipelines.settings import PipelinesSettings, StreamingPipelineSettings
 from schemas import topics
 
 EDGE_ID = "demo-site"
-DEVICE = "plc-1"
+MILL = "mill-1"
+
+DEVICES_YAML = """\
+# The demo's devices, in edgefabric's native format (see docs/mappers.md).
+models:
+  - name: plc-model
+    properties:
+      - {{name: temperature, type: double, unit: degC}}
+      - {{name: pressure, type: double, unit: bar}}
+      - {{name: vibration, type: double, unit: g}}
+      - {{name: setpoint, type: double, accessMode: ReadWrite, min: 0, max: 300, unit: degC}}
+  - name: mill-model
+    properties:
+      - {{name: spindle-speed, type: double, unit: rpm}}
+      - {{name: temperature, type: double, unit: degC}}
+devices:
+  - name: {plc}
+    model: plc-model
+    protocol: modbus
+    modbus: {{host: 127.0.0.1, port: {plc_port}}}
+    collect_cycle_ms: 50
+    report_to_cloud: true
+    properties:
+      - {{name: temperature, modbus: {{offset: 0, dataType: int16, scale: 0.1}}}}
+      - {{name: pressure, modbus: {{offset: 1, dataType: uint16, scale: 0.01}}}}
+      - {{name: vibration, modbus: {{offset: 2, dataType: int16, scale: 0.001}}}}
+      - {{name: setpoint, modbus: {{offset: 10, dataType: int16, scale: 0.1}}}}
+  - name: {mill}
+    model: mill-model
+    protocol: opcua
+    opcua: {{url: "{mill_url}"}}
+    collect_cycle_ms: 500
+    properties:
+      - {{name: spindle-speed, opcua: {{nodeID: "ns=2;s=Spindle.Speed"}}}}
+      - {{name: temperature, opcua: {{nodeID: "ns=2;i=1001"}}}}
+"""
 
 
-def demo_device(port: int) -> DeviceInstance:
-    """The simulated PLC as a device instance (see `ModbusPlcSimulator` for the map)."""
-    return DeviceInstance(
-        name=DEVICE,
-        modbus=ModbusConnection(host="127.0.0.1", port=port),
-        collect_cycle_ms=50,
-        properties=[
-            PropertySpec(
-                name="temperature", unit="degC", modbus=ModbusVisitor(offset=0, scale=0.1)
-            ),
-            PropertySpec(
-                name="pressure",
-                unit="bar",
-                modbus=ModbusVisitor(offset=1, scale=0.01, signed=False),
-            ),
-            PropertySpec(name="vibration", unit="g", modbus=ModbusVisitor(offset=2, scale=0.001)),
-        ],
+def _configs(root: Path, plc_port: int, mill_url: str) -> tuple[CloudConfig, EdgeConfig]:
+    hub = HubSettings(port=free_port(), leafnode_port=free_port(), monitor_port=free_port())
+    devices = root / "devices.yaml"
+    devices.write_text(
+        DEVICES_YAML.format(plc=PLC, plc_port=plc_port, mill=MILL, mill_url=mill_url)
     )
+    edge = EdgeConfig(
+        edge_id=EDGE_ID,
+        data_dir=root / "edge",
+        broker=BrokerSettings(port=free_port()),
+        leaf=LeafSettings(
+            port=free_port(),
+            monitor_port=free_port(),
+            hub_leaf_urls=[f"nats-leaf://127.0.0.1:{hub.leafnode_port}"],
+        ),
+        devices=[devices],
+        pipelines=PipelinesSettings(
+            streaming=[
+                StreamingPipelineSettings(
+                    name="vibration-anomaly", device=PLC, property="vibration", window=32, hop=8
+                )
+            ]
+        ),
+    )
+    return CloudConfig(data_dir=root / "cloud", hub=hub), edge
 
 
-@dataclass
-class DemoCounts:
-    """What the live view shows and `--summary-json` writes."""
-
-    readings: int = 0
-    results: int = 0
-    anomalies: int = 0
-    forwarded_to_cloud: int = 0
-    received_in_cloud: int = 0
-    last: dict[str, str] = field(default_factory=dict)
-
-
-async def _watch_bus(bus: MqttClient, counts: DemoCounts) -> None:
-    async with bus.subscribe("ef/#", maxsize=5000, overflow=Overflow.DROP_OLDEST) as sub:
-        async for message in sub:
-            if message.topic.startswith("ef/readings/"):
-                counts.readings += 1
-                prop = message.topic.rsplit("/", 1)[1]
-                with contextlib.suppress(ValueError, KeyError):
-                    counts.last[prop] = f"{json.loads(message.payload)['value']:.3f}"
-            elif message.topic.startswith("ef/results/"):
-                counts.results += 1
-
-
-async def _watch_cloud(cloud: Cloud, counts: DemoCounts) -> None:
-    sink = ResultsSink()
-    async with cloud.consumer("demo-dashboard") as consumer:
-        async for message in consumer.messages():
-            result = sink.handle(message)
-            if result is not None:
-                counts.received_in_cloud = sink.received
-                if result.label == "anomaly":
-                    counts.anomalies += 1
-
-
-async def _live_view(edge: Edge, counts: DemoCounts, out: TextIO, started: float) -> None:
-    while True:
-        await asyncio.sleep(1.0)
-        counts.forwarded_to_cloud = edge.bridge.forwarded if edge.bridge else 0
-        values = " ".join(f"{k}={v}" for k, v in sorted(counts.last.items()))
-        out.write(
-            f"[{time.monotonic() - started:5.1f}s] readings {counts.readings:6d} | "
-            f"results {counts.results:5d} (anomalies {counts.anomalies}) | "
-            f"forwarded {counts.forwarded_to_cloud:5d} | cloud got {counts.received_in_cloud:5d}"
-            f" | {values}\n"
-        )
-        out.flush()
+async def _after(delay: float, act: Callable[[], Awaitable[None]]) -> None:
+    await asyncio.sleep(delay)
+    await act()
 
 
 async def run_demo(
     *, duration: float | None, data_dir: Path | None = None, out: TextIO = sys.stdout
 ) -> DemoCounts:
-    """Run the demo for `duration` seconds (forever when None) and return the counts."""
+    """Run the demo for `duration` seconds (forever when None) and return what it measured.
+
+    The acts start at fixed times (twin write at 3 s, a 4 s link outage at 5 s); a duration
+    too short for an act leaves it out.
+    """
     counts = DemoCounts()
     with tempfile.TemporaryDirectory(prefix="edgefabric-demo-") as tmp:
         root = data_dir or Path(tmp)
-        hub = HubSettings(port=free_port(), leafnode_port=free_port(), monitor_port=free_port())
-        cloud_cfg = CloudConfig(data_dir=root / "cloud", hub=hub)
-        edge_cfg = EdgeConfig(
-            edge_id=EDGE_ID,
-            data_dir=root / "edge",
-            broker=BrokerSettings(port=free_port()),
-            leaf=LeafSettings(
-                port=free_port(),
-                monitor_port=free_port(),
-                hub_leaf_urls=[f"nats-leaf://127.0.0.1:{hub.leafnode_port}"],
-            ),
-            pipelines=PipelinesSettings(
-                streaming=[
-                    StreamingPipelineSettings(
-                        name="vibration-anomaly",
-                        device=DEVICE,
-                        property="vibration",
-                        window=32,
-                        hop=8,
-                    )
-                ]
-            ),
-        )
-        sim_port = free_port()
-        started = time.monotonic()
-        out.write(
-            f"edgefabric demo: edge {EDGE_ID!r}, broker {edge_cfg.broker.client_url}, "
-            f"hub {hub.url}, data in {root}\n"
-        )
+        plc_port, mill_port = free_port(), free_port()
         async with (
-            Cloud(cloud_cfg) as cloud,
-            ModbusPlcSimulator(port=sim_port, live=True) as _plc,
-            Edge(edge_cfg, extra_devices=[demo_device(sim_port)]) as edge,
-            MqttClient(
-                edge_cfg.broker.client_url, client_id="demo-view", protocol="3.1.1"
-            ) as view_bus,
+            ModbusPlcSimulator(port=plc_port, live=True) as _plc,
+            OpcUaMachineSimulator(port=mill_port, live=True) as mill,
         ):
+            cloud_cfg, edge_cfg = _configs(root, plc_port, mill.url)
             out.write(
-                f"readings on {topics.readings_filter()}, results on "
-                f"{topics.results_filter()}, cloud subjects {topics.uplink_filter()}\n"
+                f"edgefabric demo: edge {EDGE_ID!r} with a Modbus PLC and an OPC UA mill; "
+                f"broker {edge_cfg.broker.client_url}, cloud hub {cloud_cfg.hub.url}\n"
+                f"readings on {topics.readings_filter()}, results on {topics.results_filter()}, "
+                f"cloud subjects {topics.uplink_filter()}; data in {root}\n"
             )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(duration), asyncio.TaskGroup() as group:
-                    group.create_task(_watch_bus(view_bus, counts), name="demo.watch-bus")
-                    group.create_task(_watch_cloud(cloud, counts), name="demo.watch-cloud")
-                    group.create_task(_live_view(edge, counts, out, started), name="demo.view")
-            counts.forwarded_to_cloud = edge.bridge.forwarded if edge.bridge else 0
+            out.flush()
+            async with (
+                Cloud(cloud_cfg) as cloud,
+                Edge(edge_cfg) as edge,
+                MqttClient(
+                    edge_cfg.broker.client_url, client_id="demo-view", protocol="3.1.1"
+                ) as view_bus,
+            ):
+                await _run_acts(
+                    cloud, edge=edge, bus=view_bus, counts=counts, out=out, duration=duration
+                )
+                counts.forwarded_to_cloud = edge.bridge.forwarded if edge.bridge else 0
     return counts
+
+
+async def _run_acts(
+    cloud: Cloud,
+    *,
+    edge: Edge,
+    bus: MqttClient,
+    counts: DemoCounts,
+    out: TextIO,
+    duration: float | None,
+) -> None:
+    started = time.monotonic()
+    fits = duration is None or duration >= 12
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(duration), asyncio.TaskGroup() as group:
+            group.create_task(watch_bus(bus, counts), name="demo.watch-bus")
+            group.create_task(watch_cloud(cloud, counts), name="demo.watch-cloud")
+            group.create_task(live_view(edge, counts, out, started), name="demo.view")
+            group.create_task(
+                _after(3, lambda: twin_write_act(bus, counts, out)), name="demo.act.twin"
+            )
+            if fits:
+                group.create_task(
+                    _after(5, lambda: outage_act(cloud, counts, out, seconds=4)),
+                    name="demo.act.outage",
+                )
