@@ -11,6 +11,7 @@ from typing import Self, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bus.security import MqttSecuritySettings
 from bus.url import parse_broker_url
 from cloud_bridge.settings import CloudStreamSettings
 from edgefabric.errors import ConfigError
@@ -29,6 +30,7 @@ class BrokerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     url: str | None = Field(default=None, description="external broker, mqtt://host:port")
+    security: MqttSecuritySettings = MqttSecuritySettings()
 
     @model_validator(mode="after")
     def _check_url(self) -> Self:
@@ -41,7 +43,8 @@ class BrokerSettings(_Frozen):
     @property
     def client_url(self) -> str:
         """Where services connect."""
-        return self.url or f"mqtt://{self.host}:{self.port}"
+        scheme = "mqtts" if self.security.tls is not None else "mqtt"
+        return self.url or f"{scheme}://{self.host}:{self.port}"
 
 
 class LeafSettings(_Frozen):

@@ -48,12 +48,17 @@ class Edge:
 
     def _client(self, name: str, *, durable: bool = False) -> MqttClient:
         """A bus connection for one service; `durable` keeps unacked messages in the broker."""
+        security = self.config.broker.security
+        creds = security.credentials(name)
         return MqttClient(
             self.config.broker.client_url,
             client_id=f"{self.config.edge_id}-{name}",
             protocol=self._protocol,
             clean_session=not durable,
             manual_ack=durable,
+            username=creds.username if creds else None,
+            password=creds.password.get_secret_value() if creds else None,
+            tls_context=security.client_tls_context(),
         )
 
     async def __aenter__(self) -> Self:
@@ -61,7 +66,9 @@ class Edge:
         async with contextlib.AsyncExitStack() as stack:
             if cfg.broker.url is None:
                 await stack.enter_async_context(
-                    EmbeddedBroker(host=cfg.broker.host, port=cfg.broker.port)
+                    EmbeddedBroker(
+                        host=cfg.broker.host, port=cfg.broker.port, security=cfg.broker.security
+                    )
                 )
             if cfg.leaf.run and cfg.bridge.enabled:
                 self.leaf = await stack.enter_async_context(

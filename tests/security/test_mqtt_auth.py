@@ -1,0 +1,131 @@
+"""Authentication and TLS on the embedded broker and on Mosquitto, from one settings model."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bus.broker import EmbeddedBroker
+from bus.errors import NotConnected
+from bus.ports import free_port
+from bus.security import (
+    MqttSecuritySettings,
+    exposure_warning,
+    hash_password,
+    read_password_file,
+    verify_password,
+)
+from tests.security.brokers import SecureBroker
+from tests.support import wait_for
+
+
+async def _round_trip(broker: SecureBroker, username: str) -> None:
+    """`username` publishes its own device's reading and reads it back."""
+    topic = "ef/readings/plc-1/temperature"
+    async with broker.client("twin") as reader, broker.client(username) as writer:
+        async with reader.subscribe("ef/readings/+/+") as sub:
+            await writer.publish(topic, b"21.5")
+            async for message in sub:
+                assert (message.topic, message.payload) == (topic, b"21.5")
+                break
+
+
+async def test_right_password_connects_and_messages_flow(secured: SecureBroker) -> None:
+    await _round_trip(secured, "mapper-1")
+
+
+async def test_wrong_password_cannot_connect(secured: SecureBroker) -> None:
+    with pytest.raises(NotConnected):
+        async with secured.client("mapper-1", "not-the-password", connect_timeout=1.5):
+            pass
+
+
+async def test_unknown_user_cannot_connect(secured: SecureBroker) -> None:
+    with pytest.raises(NotConnected):
+        async with secured.client("intruder", "guess", connect_timeout=1.5):
+            pass
+
+
+async def test_anonymous_is_refused_once_security_is_on(secured: SecureBroker) -> None:
+    with pytest.raises(NotConnected):
+        async with secured.client(None, connect_timeout=1.5):
+            pass
+
+
+async def test_tls_listener_carries_authenticated_traffic(secured_tls: SecureBroker) -> None:
+    assert secured_tls.url.startswith("mqtts://")
+    await _round_trip(secured_tls, "mapper-1")
+
+
+async def test_client_that_does_not_trust_the_ca_cannot_connect(
+    secured_tls: SecureBroker,
+) -> None:
+    # trust_ca=False: the system CA store, which never signed our test CA.
+    with pytest.raises(NotConnected):
+        async with secured_tls.client("mapper-1", trust_ca=False, connect_timeout=1.5):
+            pass
+
+
+async def test_plaintext_client_cannot_talk_to_the_tls_listener(
+    secured_tls: SecureBroker,
+) -> None:
+    plain = SecureBroker(secured_tls.kind, secured_tls.url.replace("mqtts", "mqtt"), None)
+    with pytest.raises(NotConnected):
+        async with plain.client("mapper-1", connect_timeout=1.5):
+            pass
+
+
+async def test_embedded_broker_accepts_a_mosquitto_passwd_file(tmp_path: Path) -> None:
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        pytest.skip("mosquitto_passwd not installed")
+    passwd = tmp_path / "from-mosquitto"
+    subprocess.run(  # noqa: S603 - fixed tool and arguments
+        [tool, "-c", "-b", str(passwd), "ops", "ops-secret"], check=True
+    )
+    assert verify_password("ops-secret", read_password_file(passwd)["ops"])
+    security = MqttSecuritySettings(password_file=passwd)
+    async with EmbeddedBroker(port=free_port(), security=security) as embedded:
+        plain = SecureBroker("amqtt", embedded.url, None)
+        async with plain.client("ops", "ops-secret") as client:
+            assert client.protocol_version == "3.1.1"
+        with pytest.raises(NotConnected):
+            async with plain.client("ops", "wrong", connect_timeout=1.5):
+                pass
+
+
+def test_password_hashes_are_salted_and_verify_only_the_right_password() -> None:
+    first = hash_password("s3cret", iterations=1000)
+    second = hash_password("s3cret", iterations=1000)
+    assert first != second
+    assert verify_password("s3cret", first)
+    assert not verify_password("s3cret!", first)
+    assert not verify_password("s3cret", "$7$1000$not-base64!$x")
+    assert not verify_password("s3cret", "plaintext")
+
+
+def test_exposed_broker_without_auth_gets_a_loud_warning(tmp_path: Path) -> None:
+    open_settings = MqttSecuritySettings()
+    assert exposure_warning("127.0.0.1", open_settings) is None
+    assert exposure_warning("localhost", open_settings) is None
+    warning = exposure_warning("0.0.0.0", open_settings)  # noqa: S104 - the case under test
+    assert warning is not None
+    assert "SECURITY WARNING" in warning
+    locked = MqttSecuritySettings(password_file=tmp_path / "passwd")
+    assert exposure_warning("192.168.1.10", locked) is None
+
+
+async def test_embedded_default_stays_anonymous_on_loopback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="bus.broker"):
+        async with EmbeddedBroker(port=free_port()) as broker:
+            plain = SecureBroker("amqtt", broker.url, None)
+            async with plain.client(None) as client:
+                await wait_for(lambda: client.protocol_version == "3.1.1")
+    assert broker.url.startswith("mqtt://127.0.0.1:")
+    assert not [r for r in caplog.records if "SECURITY WARNING" in r.getMessage()]
