@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgefabric.commands import bridge as bridge_command
 
     bridge_command.register(sub)
+    from edgefabric.commands import keys as keys_command
+
+    keys_command.register(sub)
     return parser
 
 
