@@ -87,4 +87,4 @@ def build_anomaly_onnx(params: AnomalyParams, *, model_version: str = "1") -> by
     )
     model.ir_version = 9
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())

@@ -188,6 +188,11 @@ def model_update_filter() -> str:
     return _mqtt("models", "+", "update")
 
 
+def model_command(model: str) -> str:
+    """Operator commands for a model on this edge (rollback); never retained."""
+    return _mqtt("models", *_names(model), "command")
+
+
 def model_status(model: str) -> str:
     """The active version of a model on this edge (retained)."""
     return _mqtt("models", *_names(model), "status")
