@@ -297,3 +297,8 @@ def uplink_from_queue(edge: str, queue_subject: str) -> str:
     if not queue_subject.startswith(prefix):
         raise ValueError(f"{queue_subject!r} is not in edge {edge!r}'s queue")
     return _subject("up", edge, queue_subject[len(prefix) :])
+
+
+def fl_update_uplink_filter(job: str) -> str:
+    """Cloud subject filter over every edge's updates for one federated job (from `fl_update`)."""
+    return _subject("up", "*", TrafficClass.CONTROL.value, "fl", check_name(job), "update")
