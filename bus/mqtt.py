@@ -312,8 +312,12 @@ class MqttClient:
                 await sub.deliver(held)
             conn = self._conn
             if conn is not None and self._connected.is_set():
-                with contextlib.suppress(NotConnected, TimeoutError):
+                try:
                     await self._subscribe_on(conn, [(topic_filter, qos)])
+                except SubscribeRefused:
+                    raise
+                except (NotConnected, TimeoutError):
+                    pass  # the connection loop subscribes again once it is back
             yield sub
         finally:
             self._subscriptions.remove(sub)

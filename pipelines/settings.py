@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.offload_settings import OffloadSettings
 from schemas.base import Name
 
 
@@ -34,3 +35,4 @@ class PipelinesSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     streaming: list[StreamingPipelineSettings] = Field(default_factory=list)
+    offload: OffloadSettings = OffloadSettings()

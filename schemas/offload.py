@@ -26,11 +26,14 @@ class OffloadRequest(Message):
     timestamp: float = Field(default_factory=now)
 
 
+OffloadErrorCode = Literal["bad_request", "unknown_model", "overloaded", "internal"]
+
+
 class OffloadError(Message):
     """Why a request was refused (bad shape, dtype or size; unknown model; overload)."""
 
     kind: Literal["offload_error"] = "offload_error"
-    code: Literal["bad_request", "unknown_model", "overloaded", "internal"]
+    code: OffloadErrorCode
     reason: str
 
 
