@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     twin_command.register(sub)
     from edgefabric.commands import bridge as bridge_command
+    from edgefabric.commands import infer as infer_command
+
+    infer_command.register(sub)
 
     bridge_command.register(sub)
     from edgefabric.commands import keys as keys_command

@@ -10,6 +10,9 @@ from typing import Self
 from bus.nats_server import HubSpec, NatsServer
 from cloud_bridge.cloud_consumer import CloudConsumer, UplinkMessage
 from edgefabric.config import CloudConfig
+from pipelines.cloud_inference import CloudInferenceService
+from pipelines.digits import build_models
+from pipelines.model_slot import LoadedModel, ModelSlot, make_session
 from schemas.codec import decode
 from schemas.errors import SchemaError
 from schemas.inference import InferenceResult
@@ -50,6 +53,7 @@ class Cloud:
     def __init__(self, config: CloudConfig) -> None:
         self.config = config
         self.hub: NatsServer | None = None
+        self.inference: CloudInferenceService | None = None
         self._stack: contextlib.AsyncExitStack | None = None
 
     def consumer(self, durable: str) -> CloudConsumer:
@@ -72,8 +76,21 @@ class Cloud:
                         )
                     )
                 )
+            if self.config.inference.enabled and self.config.inference.models:
+                self.inference = await stack.enter_async_context(
+                    CloudInferenceService(self.config.hub.url, self._inference_models())
+                )
             self._stack = stack.pop_all()
         return self
+
+    def _inference_models(self) -> dict[str, ModelSlot]:
+        """The deep models, built into the cloud data dir when no file is given."""
+        slots = {}
+        for name, path in self.config.inference.models.items():
+            source = path or build_models(self.config.data_dir / "models").cloud
+            loaded = LoadedModel(version="1", session=make_session(source.read_bytes()))
+            slots[name] = ModelSlot(name, loaded)
+        return slots
 
     async def __aexit__(
         self,

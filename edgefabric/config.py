@@ -15,6 +15,7 @@ from bus.security import MqttSecuritySettings
 from bus.url import parse_broker_url
 from cloud_bridge.settings import CloudStreamSettings
 from edgefabric.errors import ConfigError
+from pipelines.cloud_inference import CloudInferenceSettings
 from pipelines.settings import PipelinesSettings
 from schemas.base import Name
 
@@ -107,6 +108,7 @@ class CloudConfig(_Frozen):
     data_dir: Path = Path("var/cloud")
     hub: HubSettings = HubSettings()
     stream: CloudStreamSettings = CloudStreamSettings()
+    inference: CloudInferenceSettings = CloudInferenceSettings()
 
 
 C = TypeVar("C", bound=BaseModel)

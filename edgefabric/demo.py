@@ -5,7 +5,9 @@ an ONNX anomaly pipeline on the embedded broker; results travel through the edge
 nats-server to the cloud hub, where a cloud consumer receives them. Then the acts: an app sets
 a desired value that reaches the PLC register through the twin; the cloud hub is killed and
 restarted while the edge keeps working, and the cloud catches up with nothing lost or
-duplicated. Everything binds to 127.0.0.1 on free ports, in a temporary data directory.
+duplicated; a phone offloads digit images that the edge answers, asking the cloud's deeper
+model about the hard ones (joint inference). Everything binds to 127.0.0.1 on free ports, in
+a temporary data directory.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from bus.mqtt import MqttClient
 from bus.ports import free_port
 from edgefabric.cloud import Cloud
 from edgefabric.config import BrokerSettings, CloudConfig, EdgeConfig, HubSettings, LeafSettings
-from edgefabric.demo_acts import PLC, outage_act, twin_write_act
+from edgefabric.demo_acts import PLC, joint_inference_act, outage_act, twin_write_act
 from edgefabric.demo_view import DemoCounts, live_view, watch_bus, watch_cloud
 from edgefabric.edge import Edge
 from mappers.simulators.modbus_plc import ModbusPlcSimulator
 from mappers.simulators.opcua_machine import OpcUaMachineSimulator
+from pipelines.offload_settings import OffloadModelSettings, OffloadSettings
 from pipelines.settings import PipelinesSettings, StreamingPipelineSettings
 from schemas import topics
 
@@ -91,7 +94,8 @@ def _configs(root: Path, plc_port: int, mill_url: str) -> tuple[CloudConfig, Edg
                 StreamingPipelineSettings(
                     name="vibration-anomaly", device=PLC, property="vibration", window=32, hop=8
                 )
-            ]
+            ],
+            offload=OffloadSettings(models=[OffloadModelSettings(name="digits")]),
         ),
     )
     return CloudConfig(data_dir=root / "cloud", hub=hub), edge
@@ -107,7 +111,8 @@ async def run_demo(
 ) -> DemoCounts:
     """Run the demo for `duration` seconds (forever when None) and return what it measured.
 
-    The acts start at fixed times (twin write at 3 s, a 4 s link outage at 5 s); a duration
+    The acts start at fixed times (twin write at 2 s, joint inference at 3 s, a 4 s link
+    outage at 5 s); a duration
     too short for an act leaves it out.
     """
     counts = DemoCounts()
@@ -157,7 +162,10 @@ async def _run_acts(
             group.create_task(watch_cloud(cloud, counts), name="demo.watch-cloud")
             group.create_task(live_view(edge, counts, out, started), name="demo.view")
             group.create_task(
-                _after(3, lambda: twin_write_act(bus, counts, out)), name="demo.act.twin"
+                _after(2, lambda: twin_write_act(bus, counts, out)), name="demo.act.twin"
+            )
+            group.create_task(
+                _after(3, lambda: joint_inference_act(bus, counts, out)), name="demo.act.joint"
             )
             if fits:
                 group.create_task(

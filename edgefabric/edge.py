@@ -13,12 +13,14 @@ from typing import Self
 
 from bus.broker import EmbeddedBroker
 from bus.mqtt import MqttClient, ProtocolChoice
+from bus.nats_client import connect
 from bus.nats_server import LeafSpec, NatsServer
 from cloud_bridge.bridge import CloudBridge
 from cloud_bridge.settings import BridgeSettings
 from edgefabric.config import EdgeConfig
 from mappers.device import DeviceInstance, load_devices
 from mappers.service import MapperService
+from pipelines.offload import OffloadService
 from pipelines.service import PipelineService
 from twin.service import TwinService
 
@@ -37,6 +39,7 @@ class Edge:
         self.mappers: MapperService | None = None
         self.twin: TwinService | None = None
         self.pipelines: PipelineService | None = None
+        self.offload: OffloadService | None = None
         self.bridge: CloudBridge | None = None
         self.leaf: NatsServer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -111,6 +114,8 @@ class Edge:
                 self.pipelines = await stack.enter_async_context(
                     PipelineService(cfg.pipelines, bus=pipe_bus)
                 )
+            if cfg.pipelines.offload.models:
+                await self._start_offload(stack)
             if self.devices:
                 mapper_bus = await stack.enter_async_context(self._client("mappers"))
                 self.mappers = await stack.enter_async_context(
@@ -118,6 +123,18 @@ class Edge:
                 )
             self._stack = stack.pop_all()
         return self
+
+    async def _start_offload(self, stack: contextlib.AsyncExitStack) -> None:
+        """Offload and joint inference; the cloud model is reached through the leaf."""
+        cfg = self.config
+        nc = None
+        if cfg.bridge.enabled:
+            nc = await connect(cfg.leaf.url, name=f"{cfg.edge_id}-offload")
+            stack.push_async_callback(nc.close)
+        offload_bus = await stack.enter_async_context(self._client("offload"))
+        self.offload = await stack.enter_async_context(
+            OffloadService(cfg.pipelines.offload, bus=offload_bus, nc=nc, data_dir=cfg.data_dir)
+        )
 
     async def __aexit__(
         self,

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-import nats
 import numpy as np
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict
 
+from bus.nats_client import connect
 from pipelines.model_slot import ModelSlot
 from schemas import topics
 from schemas.codec import encode
@@ -27,6 +28,15 @@ from schemas.inference import Prediction
 from schemas.tensor import decode_tensor
 
 log = logging.getLogger(__name__)
+
+
+class CloudInferenceSettings(BaseModel):
+    """Which deep models the cloud serves; a None path is the project's digits cloud model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    models: dict[str, Path | None] = {"digits-cloud": None}
 
 
 class CloudInferReply(BaseModel):
@@ -70,13 +80,7 @@ class CloudInferenceService:
         self.refused = 0
 
     async def __aenter__(self) -> Self:
-        self._nc = await nats.connect(
-            self._url,
-            name="edgefabric-cloud-inference",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.2,
-            connect_timeout=2,
-        )
+        self._nc = await connect(self._url, name="edgefabric-cloud-inference")
         for name in self._models:
             self._subs.append(
                 await self._nc.subscribe(

@@ -3,8 +3,9 @@
 scikit-learn bundles the 1,797 8x8 handwritten digits (no download), which stand in for the
 talk's phone photos: the phone scales an image to 8x8 grey levels, the edge classifies it.
 
-* the **edge** model is softmax regression (650 parameters, microseconds per image);
-* the **cloud** model is a two-hidden-layer MLP (~17k parameters), the "deep" model.
+* the **edge** model is softmax regression (650 parameters, ~96 % on the test split);
+* the **cloud** model is an MLP with hidden layers of 256 and 128 (~50k parameters,
+  ~98 %), the "deep" model.
 
 Both are exported as ONNX graphs with input ``pixels`` (float32 [N, 64], grey levels scaled
 to 0..1) and output ``probabilities`` (float32 [N, 10]). Training is seeded, so a build is
@@ -177,27 +178,9 @@ class DigitsModels:
     cloud_accuracy: float
 
 
-def pooling_matrix() -> Array:
-    """64 -> 16: the mean of each 2x2 block of the 8x8 image (a 4x4 thumbnail)."""
-    pool = np.zeros((PIXELS, 16), dtype=np.float32)
-    for row in range(8):
-        for col in range(8):
-            pool[row * 8 + col, (row // 2) * 4 + col // 2] = 0.25
-    return pool
-
-
 def train_edge(split: DigitsSplit, *, init: Weights | None = None) -> Weights:
-    """The shallow edge model: softmax regression on a 4x4 thumbnail of the image.
-
-    It is trained on the 16 pooled features and exported with the pooling folded into its
-    weights (W = P @ W16), so it still takes the 64 pixels and stays one Gemm on the edge.
-    """
-    pool = pooling_matrix()
-    start: Weights | None = None
-    if init is not None:
-        start = [(np.linalg.pinv(pool) @ init[0]).astype(np.float32), init[1]]
-    small = train(split.x_train @ pool, split.y_train, epochs=80, lr=0.3, seed=1, init=start)
-    return [pool @ small[0], small[1]]
+    """The shallow edge model: softmax regression on the 64 pixels (one Gemm at the edge)."""
+    return train(split.x_train, split.y_train, epochs=40, lr=0.2, seed=1, init=init)
 
 
 def train_cloud(split: DigitsSplit) -> Weights:
