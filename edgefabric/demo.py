@@ -30,6 +30,7 @@ from edgefabric.demo_view import DemoCounts, live_view, watch_bus, watch_cloud
 from edgefabric.edge import Edge
 from mappers.simulators.modbus_plc import ModbusPlcSimulator
 from mappers.simulators.opcua_machine import OpcUaMachineSimulator
+from pipelines.hem import HemSettings
 from pipelines.offload_settings import OffloadModelSettings, OffloadSettings
 from pipelines.settings import PipelinesSettings, StreamingPipelineSettings
 from schemas import topics
@@ -95,7 +96,13 @@ def _configs(root: Path, plc_port: int, mill_url: str) -> tuple[CloudConfig, Edg
                     name="vibration-anomaly", device=PLC, property="vibration", window=32, hop=8
                 )
             ],
-            offload=OffloadSettings(models=[OffloadModelSettings(name="digits")]),
+            offload=OffloadSettings(
+                models=[
+                    OffloadModelSettings(
+                        name="digits", hem=HemSettings(method="Threshold", threshold=0.6)
+                    )
+                ]
+            ),
         ),
     )
     return CloudConfig(data_dir=root / "cloud", hub=hub), edge

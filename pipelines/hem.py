@@ -36,6 +36,14 @@ class HardExampleFilter(Protocol):
         """Sedna's name of the filter."""
         ...
 
+    @property
+    def wants(self) -> Literal["probabilities", "scores"]:
+        """What the filter reads: a classifier's class probabilities, or detection scores.
+
+        A classifier's output becomes one score, its top probability, for the score filters.
+        """
+        ...
+
     def __call__(self, scores: Sequence[float]) -> tuple[bool, str]:
         """(is hard, the reason in a few words)."""
         ...
@@ -51,6 +59,7 @@ class Threshold:
 
     threshold: float = 0.5
     name: str = "Threshold"
+    wants: Literal["probabilities", "scores"] = "scores"
 
     def __call__(self, scores: Sequence[float]) -> tuple[bool, str]:
         if not scores:
@@ -65,6 +74,7 @@ class CrossEntropy:
 
     threshold_cross_entropy: float = 0.5
     name: str = "CrossEntropy"
+    wants: Literal["probabilities", "scores"] = "probabilities"
 
     @staticmethod
     def confidence(probabilities: Sequence[float]) -> float:
@@ -94,6 +104,7 @@ class IBT:
     threshold_img: float = 0.5
     threshold_box: float = 0.5
     name: str = "IBT"
+    wants: Literal["probabilities", "scores"] = "scores"
 
     def __call__(self, scores: Sequence[float]) -> tuple[bool, str]:
         if not scores:
@@ -109,6 +120,7 @@ class Random:
     random_ratio: float = 0.3
     seed: int | None = None
     name: str = "Random"
+    wants: Literal["probabilities", "scores"] = "scores"
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +135,7 @@ class CloudOnly:
     """Every sample goes to the cloud."""
 
     name: str = "CloudOnly"
+    wants: Literal["probabilities", "scores"] = "scores"
 
     def __call__(self, scores: Sequence[float]) -> tuple[bool, str]:
         return True, "cloud only"
@@ -133,6 +146,7 @@ class EdgeOnly:
     """No sample goes to the cloud."""
 
     name: str = "EdgeOnly"
+    wants: Literal["probabilities", "scores"] = "scores"
 
     def __call__(self, scores: Sequence[float]) -> tuple[bool, str]:
         return False, "edge only"

@@ -102,7 +102,12 @@ class JointInference:
         started = time.monotonic()
         probabilities, version = await self.edge.run(sample.reshape(1, -1))
         (edge_result,) = predictions_of(probabilities, version)
-        hard, reason = self.hem(edge_result.probabilities)
+        scores = (
+            edge_result.probabilities
+            if self.hem.wants == "probabilities"
+            else [edge_result.confidence]
+        )
+        hard, reason = self.hem(scores)
         self.counters.samples += 1
         if not hard:
             return JointAnswer(

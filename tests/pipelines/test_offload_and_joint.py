@@ -258,3 +258,15 @@ def test_request_frames_round_trip():
     back, body = unpack(OffloadRequest, data)
     assert back == header
     assert decode_tensor(body).tolist() == list(range(64))
+
+
+async def test_score_filters_read_a_classifiers_top_probability(models: DigitsModels):
+    from pipelines.hem import CrossEntropy, Threshold
+    from pipelines.joint import JointInference
+
+    slot = ModelSlot("digits", LoadedModel("1", make_session(models.edge.read_bytes())))
+    sample = load_digits_split().x_test[0]
+    for hem in (Threshold(0.6), CrossEntropy(0.6)):
+        answer = await JointInference(slot, hem=hem, cloud=None).answer(sample)
+        confident = answer.edge_result.confidence > 0.9
+        assert answer.is_hard_example is not confident, hem.name
