@@ -32,7 +32,8 @@ from mappers.device import DeviceInstance, ModbusConnection, ModbusVisitor, Prop
 from mappers.simulators.modbus_plc import ModbusPlcSimulator
 from pipelines.settings import PipelinesSettings, StreamingPipelineSettings
 from schemas import topics
-from schemas.codec import encode
+from schemas.codec import decode, encode
+from schemas.inference import InferenceResult
 from schemas.readings import Reading
 
 
@@ -137,6 +138,55 @@ async def edge_throughput(url: str, count: int, data_dir: Path) -> float:
         return count / (time.perf_counter() - started)
 
 
+async def reading_to_result(url: str, rate: int, seconds: float, data_dir: Path) -> list[float]:
+    """Latency (s) from a reading's timestamp to its inference result on the bus.
+
+    Readings are published at `rate`/s, paced, on one property; the pipeline infers on every
+    reading (hop 1) over a window of 32.
+    """
+    config = EdgeConfig(
+        edge_id="bench",
+        data_dir=data_dir,
+        broker=BrokerSettings(embedded=False, url=url),
+        bridge={"enabled": False},  # type: ignore[arg-type]
+        pipelines=PipelinesSettings(
+            streaming=[
+                StreamingPipelineSettings(
+                    name="vib", device="press", property="vibration", window=32, hop=1
+                )
+            ]
+        ),
+    )
+    latencies: list[float] = []
+    async with (
+        Edge(config),
+        MqttClient(url, client_id="bench-rate") as pub,
+        MqttClient(url, client_id="bench-results") as sub_client,
+        sub_client.subscribe(topics.results_filter("vib"), maxsize=100_000) as results,
+    ):
+
+        async def collect() -> None:
+            async for message in results:
+                result = decode(InferenceResult, message.payload)
+                latencies.append(time.time() - result.source_timestamp)
+
+        collector = asyncio.create_task(collect())
+        topic = topics.reading("press", "vibration")
+        total = int(rate * seconds)
+        started = time.perf_counter()
+        for i in range(total):
+            await pub.publish(
+                topic,
+                encode(Reading(device="press", property="vibration", value=float(i % 7) / 100)),
+            )
+            delay = started + (i + 1) / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await asyncio.sleep(0.5)
+        collector.cancel()
+    return latencies[100:]  # drop the warm-up (window filling, first session runs)
+
+
 async def device_to_cloud(url: str | None, seconds: float, data_dir: Path) -> list[float]:
     """Latencies (s) from the Modbus read to the result's arrival at a cloud consumer."""
     hub_spec = HubSpec(
@@ -206,7 +256,7 @@ def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"mqtt://127.0.0.1:{port}"
 
 
-async def main(broker: str, seconds: float, count: int) -> None:
+async def main(broker: str, seconds: float, count: int, rate: int) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         process = None
@@ -221,6 +271,7 @@ async def main(broker: str, seconds: float, count: int) -> None:
             paho_rate = await asyncio.to_thread(paho_round_trip, url, count)
             raw_rate, raw_lat = await raw_round_trip(url, count)
             edge_rate = await edge_throughput(url, count, tmp / "tp")
+            paced = await reading_to_result(url, rate, min(seconds, 10.0), tmp / "rate")
             latencies = await device_to_cloud(
                 None if broker == "amqtt" else url, seconds, tmp / "lat"
             )
@@ -242,6 +293,12 @@ async def main(broker: str, seconds: float, count: int) -> None:
     )
     print(f"{'readings/s into the twin (persisted)':44} {edge_rate:12.0f}")
     print(f"{'  ratio to raw broker':44} {edge_rate / raw_rate:12.2f}")
+    paced_ms = [x * 1000 for x in paced]
+    if paced_ms:
+        print(
+            f"{f'reading->result at {rate}/s p50 / p99 (ms)':44} "
+            f"{statistics.median(paced_ms):5.2f} / {pct(paced_ms, 0.99):5.2f}   (n={len(paced_ms)})"
+        )
     if ms:
         print(
             f"{'device->cloud latency p50 / p99 (ms)':44} "
@@ -254,5 +311,6 @@ if __name__ == "__main__":
     parser.add_argument("--broker", choices=["amqtt", "mosquitto"], default="mosquitto")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--rate", type=int, default=1000, help="readings/s for the latency run")
     args = parser.parse_args()
-    asyncio.run(main(args.broker, args.seconds, args.count))
+    asyncio.run(main(args.broker, args.seconds, args.count, args.rate))
