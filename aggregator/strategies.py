@@ -219,7 +219,7 @@ def krum_scores(updates: list[ClientUpdate], num_malicious: int) -> _F64:
     )
     sq = np.sum(flat * flat, axis=1)
     dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T, 0.0)
-    closest = max(1, len(updates) - num_malicious - 2)
+    closest = max(1, len(updates) - int(num_malicious) - 2)
     scores = np.empty(len(updates))
     for i in range(len(updates)):
         others = np.delete(dist[i], i)
@@ -245,7 +245,8 @@ class Krum:
             updates = clip_updates(current, updates, self.clip_norm)
         order = np.argsort(krum_scores(updates, self.num_malicious), kind="stable")
         if self.keep > 0:
-            return _f32(weighted_average([updates[int(i)] for i in order[: self.keep]]))
+            best = order[: int(self.keep)]
+            return _f32(weighted_average([updates[int(i)] for i in best]))
         return _f32([w.astype(np.float64) for w in updates[int(order[0])].weights])
 
 

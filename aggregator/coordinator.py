@@ -1,0 +1,218 @@
+"""The federated coordinator: rounds that always end, on time, with a recorded reason.
+
+Flower waits without bound for its minimum number of clients and Sedna's FL waits for every
+client forever; here every wait has a deadline. A round ends as soon as every sampled edge has
+answered, or at `round_timeout_s` with whoever did. Updates for another round (late), from
+unsampled edges, undecodable or of the wrong shape are refused and recorded, never
+aggregated. Decoding happens in the reader task; aggregation and evaluation run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from aggregator.errors import JobFailed
+from aggregator.job import JobConfig, RoundRecord
+from aggregator.strategies import ClientUpdate, Strategy, Weights, make_strategy
+from aggregator.transport import CloudTransport
+from bus.lifecycle import ServiceTasks
+from schemas.errors import SchemaError
+from schemas.federated import FitInstruction, FitUpdate, decode_update, encode_fit
+
+log = logging.getLogger(__name__)
+Evaluate = Callable[[Weights], float]
+_Inbound = tuple[str, FitUpdate | None, Weights | None, str]
+
+
+class Coordinator:
+    """Runs one federated job over a `CloudTransport`.
+
+    Args:
+        config: the job.
+        transport: entered by the caller; the coordinator only uses it.
+        initial: the starting global weights.
+        evaluate: centralised evaluation (held-out accuracy) after each round, or None.
+
+    """
+
+    def __init__(
+        self,
+        config: JobConfig,
+        transport: CloudTransport,
+        *,
+        initial: Weights,
+        evaluate: Evaluate | None = None,
+        strategy: Strategy | None = None,
+    ) -> None:
+        self.config = config
+        self.weights = initial
+        self.records: list[RoundRecord] = []
+        self._transport = transport
+        self._evaluate = evaluate
+        self._strategy = strategy or make_strategy(config.strategy, **config.strategy_options)
+        self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue(maxsize=256)
+        self._tasks = ServiceTasks(f"aggregator[{config.job}]")
+        self._rng = random.Random(config.seed)
+
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        self._tasks.spawn(self._read(), "updates")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._tasks.__aexit__(et, e, tb)
+
+    async def _read(self) -> None:
+        """Decode every arriving frame; the bounded inbox blocks the consumer when full."""
+        async for edge, payload in self._transport.updates():
+            try:
+                header, weights = decode_update(payload)
+            except SchemaError as exc:
+                await self._inbox.put((edge, None, None, exc.reason))
+                continue
+            await self._inbox.put((edge, header, weights, ""))
+
+    def _sample(self) -> list[str]:
+        edges = list(self.config.edges)
+        count = max(self.config.min_fit_clients, round(self.config.fraction_fit * len(edges)))
+        return sorted(self._rng.sample(edges, min(count, len(edges))))
+
+    async def run(self) -> list[RoundRecord]:
+        """Run every round (or until the target accuracy); the final model is sent as final.
+
+        Raises:
+            JobFailed: fewer edges than `min_available_clients`, or `max_failed_rounds`
+                failed rounds in a row.
+
+        """
+        cfg = self.config
+        if len(cfg.edges) < cfg.min_available_clients:
+            raise JobFailed(cfg.job, 0, f"{len(cfg.edges)} edges < {cfg.min_available_clients}")
+        failed_in_a_row = 0
+        for number in range(1, cfg.rounds + 1):
+            record = await self.run_round(number)
+            self.records.append(record)
+            log.info("job %s round %d: %s", cfg.job, number, record.reason)
+            failed_in_a_row = failed_in_a_row + 1 if record.status == "failed" else 0
+            if failed_in_a_row >= cfg.max_failed_rounds:
+                raise JobFailed(cfg.job, number, f"{failed_in_a_row} failed rounds in a row")
+            target = cfg.target_accuracy
+            if target is not None and record.accuracy is not None and record.accuracy >= target:
+                break
+        await self._send(len(self.records) + 1, [], final=True)
+        return self.records
+
+    async def _send(self, number: int, sampled: list[str], *, final: bool = False) -> None:
+        cfg = self.config
+        train = cfg.train
+        if cfg.strategy == "fedprox" and not train.proximal_mu:
+            mu = cfg.strategy_options.get("proximal_mu", 0.1)
+            train = train.model_copy(update={"proximal_mu": mu})
+        instruction = FitInstruction(
+            job=cfg.job,
+            round=number,
+            model=cfg.model,
+            train=train,
+            participants=sampled,
+            deadline=time.time() + cfg.round_timeout_s,
+            final=final,
+        )
+        frame = await asyncio.to_thread(encode_fit, instruction, self.weights)
+        async with asyncio.timeout(cfg.round_timeout_s):
+            await self._transport.send_global(frame)
+
+    async def run_round(self, number: int) -> RoundRecord:
+        """One round: send, collect until all answered or the timeout, aggregate if enough."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sampled = self._sample()
+        got: dict[str, ClientUpdate] = {}
+        rejected: dict[str, str] = {}
+        late = 0
+        try:
+            await self._send(number, sampled)
+        except (TimeoutError, OSError) as exc:
+            rejected["<cloud>"] = f"global model not sent: {exc}"
+        deadline = started + self.config.round_timeout_s
+        while len(got) + len(rejected) < len(sampled) and "<cloud>" not in rejected:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    edge, header, weights, problem = await self._inbox.get()
+            except TimeoutError:
+                break
+            if header is not None and header.round != number:
+                late += 1
+                continue
+            problem = problem or self._problem(edge, header, weights, sampled)
+            if problem:
+                rejected[edge] = problem
+            elif header is not None and weights is not None and edge not in got:
+                got[edge] = ClientUpdate(weights, header.num_examples, edge)
+        return await self._close(
+            number, started=started, sampled=sampled, got=got, rejected=rejected, late=late
+        )
+
+    def _problem(
+        self, edge: str, header: FitUpdate | None, weights: Weights | None, sampled: list[str]
+    ) -> str:
+        if header is None or weights is None:
+            return "undecodable"
+        if header.job != self.config.job:
+            return f"for job {header.job}"
+        if edge not in sampled or header.edge != edge:
+            return "not sampled for this round"
+        if [w.shape for w in weights] != [w.shape for w in self.weights]:
+            return "weights of the wrong shape"
+        return ""
+
+    async def _close(
+        self,
+        number: int,
+        *,
+        started: float,
+        sampled: list[str],
+        got: dict[str, ClientUpdate],
+        rejected: dict[str, str],
+        late: int,
+    ) -> RoundRecord:
+        cfg = self.config
+        missing = [e for e in sampled if e not in got and e not in rejected]
+        failures = len(missing) + len(rejected)
+        how = "all answered" if not failures else f"{len(got)}/{len(sampled)} answered"
+        if missing:
+            how += f", timeout after {cfg.round_timeout_s:g} s (missing: {', '.join(missing)})"
+        if rejected:
+            how += f", rejected: {', '.join(sorted(rejected))}"
+        status = "completed"
+        if len(got) < cfg.min_fit_clients:
+            status, how = "failed", f"{how}; fewer than min_fit_clients={cfg.min_fit_clients}"
+        elif failures and not cfg.accept_failures:
+            status, how = "failed", f"{how}; accept_failures is off"
+        if status == "completed":
+            updates = [got[e] for e in sorted(got)]
+            self.weights = await asyncio.to_thread(
+                self._strategy.aggregate, self.weights, updates, number
+            )
+        accuracy = None
+        if self._evaluate is not None:
+            accuracy = await asyncio.to_thread(self._evaluate, self.weights)
+        return RoundRecord(
+            round=number,
+            status=status,
+            reason=how,
+            sampled=sampled,
+            answered=sorted(got),
+            missing=missing,
+            rejected=rejected,
+            late=late,
+            accuracy=accuracy,
+            duration_s=asyncio.get_running_loop().time() - started,
+        )

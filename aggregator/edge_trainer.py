@@ -1,0 +1,119 @@
+"""The edge trainer: trains on the edge's own data (which never leaves it), sends its update.
+
+It reads global-model frames from an `EdgeLink` (on a real edge: the retained
+``ef/fl/{job}/global`` the bridge delivers), trains from them in a worker thread, and answers
+with a `FitUpdate` frame carrying its weights and sample count (``ef/fl/{job}/update``, which
+the bridge carries up in the control class). A frame for a round it already answered, or one
+that does not sample it, is skipped; the final global model is kept as `final_weights`.
+
+`Behaviour` exists for tests and the bench: a dead edge (never answers), and two attackers
+(weights scaled by a large negative factor, or random weights).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregator.strategies import Weights
+from aggregator.trainer import TrainConfig, accuracy, local_train
+from aggregator.transport import EdgeLink
+from schemas.errors import SchemaError
+from schemas.federated import FitInstruction, FitUpdate, decode_fit, encode_update
+
+log = logging.getLogger(__name__)
+
+
+class Behaviour(StrEnum):
+    """How a (simulated) edge answers."""
+
+    HONEST = "honest"
+    DEAD = "dead"
+    SCALED = "scaled"
+    RANDOM = "random"
+
+
+class EdgeTrainer:
+    """One edge's participant in federated jobs.
+
+    Args:
+        edge: this edge's id.
+        link: where globals come from and updates go.
+        x: local features (float32 [N, 64], 0..1); never sent anywhere.
+        y: local labels.
+
+    """
+
+    def __init__(
+        self,
+        *,
+        edge: str,
+        link: EdgeLink,
+        x: NDArray[np.float32],
+        y: NDArray[np.int64],
+        behaviour: Behaviour = Behaviour.HONEST,
+        seed: int = 0,
+    ) -> None:
+        self.edge = edge
+        self.behaviour = behaviour
+        self.rounds_answered = 0
+        self.final_weights: Weights | None = None
+        self._link = link
+        self._x = x
+        self._y = y
+        self._seed = seed
+        self._last_round = -1
+
+    async def run(self) -> None:
+        """Answer every round this edge is sampled for, until cancelled."""
+        async for frame in self._link.globals():
+            try:
+                instruction, weights = decode_fit(frame)
+            except SchemaError as exc:
+                log.warning("edge %s: global model refused: %s", self.edge, exc.reason)
+                continue
+            if instruction.final:
+                self.final_weights = weights
+                continue
+            if instruction.round <= self._last_round:
+                continue
+            if instruction.participants and self.edge not in instruction.participants:
+                continue
+            self._last_round = instruction.round
+            if self.behaviour is Behaviour.DEAD:
+                continue
+            frame_out = await asyncio.to_thread(self._fit, instruction, weights)
+            await self._link.send_update(frame_out)
+            self.rounds_answered += 1
+
+    def _fit(self, instruction: FitInstruction, weights: Weights) -> bytes:
+        s = instruction.train
+        config = TrainConfig(
+            epochs=s.epochs, lr=s.lr, batch=s.batch, l2=s.l2, proximal_mu=s.proximal_mu
+        )
+        seed = self._seed * 100_003 + instruction.round
+        trained = local_train(weights, self._x, self._y, config, seed=seed)
+        trained = self._attack(weights, trained, seed)
+        update = FitUpdate(
+            job=instruction.job,
+            round=instruction.round,
+            edge=self.edge,
+            num_examples=len(self._y),
+            metrics={"train_accuracy": accuracy(trained, self._x, self._y)},
+        )
+        return encode_update(update, trained)
+
+    def _attack(self, start: Weights, trained: Weights, seed: int) -> Weights:
+        if self.behaviour is Behaviour.SCALED:
+            return [
+                (s + -10.0 * (t - s)).astype(np.float32)
+                for s, t in zip(start, trained, strict=True)
+            ]
+        if self.behaviour is Behaviour.RANDOM:
+            rng = np.random.default_rng(seed)
+            return [rng.normal(0.0, 5.0, t.shape).astype(np.float32) for t in trained]
+        return trained
