@@ -9,7 +9,7 @@ import pytest
 from aggregator.edge_trainer import Behaviour
 from aggregator.errors import JobFailed
 from aggregator.job import JobConfig
-from aggregator.trainer import TrainConfig, accuracy, init_weights, local_train
+from aggregator.trainer import TrainConfig, accuracy, init_weights, local_train, model_bytes
 from tests.aggregator.rig import EDGES, digits, run_job
 from tests.conftest import NatsLink
 from tests.support import wait_for
@@ -99,3 +99,15 @@ async def test_robust_strategies_keep_accuracy_while_fedavg_degrades_under_attac
         assert fedavg < clean_acc - 0.50, results
         assert median >= clean_acc - 0.06, results
         assert krum >= clean_acc - 0.06, results
+
+
+async def test_weights_past_one_megabyte_travel_chunked_both_ways(nats_link: NatsLink) -> None:
+    # 64x4000 + 4000x10 float32 weights: ~1.2 MB, past NATS's default 1 MB max payload, so
+    # the global goes down and every update comes up in chunks and is reassembled.
+    config = JobConfig(job="big", edges=EDGES, rounds=1, hidden=4000, round_timeout_s=60)
+    assert model_bytes(init_weights(4000, 0)) > 1 << 20
+    records, trainers, coordinator = await run_job(nats_link.hub.url, config)
+    assert records[0].status == "completed"
+    assert records[0].answered == EDGES
+    assert [w.shape for w in coordinator.weights] == [(64, 4000), (4000,), (4000, 10), (10,)]
+    await wait_for(lambda: all(t.final_weights is not None for t in trainers), 20, what="final")
