@@ -80,7 +80,7 @@ class CloudBridge:
             on_change=lambda _: self._status_now.set(),
         )
         self._forwarder = Forwarder(
-            settings, js_edge=self._js_edge, js_cloud=self._js_cloud, link=self.link
+            settings, js_edge=self._js_edge, nc=self._client, link=self.link
         )
         self._ingest = Ingest(
             edge=settings.edge_id,
@@ -119,9 +119,6 @@ class CloudBridge:
 
     def _js_edge(self) -> JetStreamContext:
         return self._client().jetstream(domain=self.settings.edge_id, timeout=5)
-
-    def _js_cloud(self) -> JetStreamContext:
-        return self._client().jetstream(domain="cloud", timeout=self.settings.publish_timeout_s)
 
     async def __aenter__(self) -> Self:
         s = self.settings

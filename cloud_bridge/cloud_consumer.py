@@ -161,7 +161,7 @@ class CloudConsumer:
 
     async def _fetch(self, psub: nats.js.JetStreamContext.PullSubscription) -> list[Msg]:
         try:
-            return await psub.fetch(self._batch, timeout=1.0)
+            return await psub.fetch(self._batch, timeout=0.5)
         except nats.errors.TimeoutError:
             return []
         except NATS_ERRORS as exc:  # hub restarting: the client reconnects on its own

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -22,8 +23,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from cloud_bridge import headers
 from cloud_bridge.errors import NATS_ERRORS
 from cloud_bridge.link import LinkHealth
+from cloud_bridge.publisher import BatchPublisher
+from cloud_bridge.pull import fetch_batch
 from cloud_bridge.settings import PRIORITY, BridgeSettings, edge_stream
 from schemas import topics
+from schemas.bridge import LinkState
 from schemas.topics import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -72,12 +76,12 @@ class Forwarder:
         settings: BridgeSettings,
         *,
         js_edge: Callable[[], JetStreamContext],
-        js_cloud: Callable[[], JetStreamContext],
+        nc: Callable[[], NatsClient],
         link: LinkHealth,
     ) -> None:
         self._settings = settings
         self._js_edge = js_edge
-        self._js_cloud = js_cloud
+        self._publisher = BatchPublisher(nc, timeout_s=settings.publish_timeout_s)
         self._link = link
         self.counters = {c: ClassCounters() for c in PRIORITY}
         self._wake = asyncio.Event()
@@ -152,6 +156,11 @@ class Forwarder:
         next class gets its turn, so a steady trickle of twin updates cannot starve results.
         """
         while True:
+            if self._link.state is LinkState.DOWN:
+                # Publishing into a dead (or black-holed) link only costs a publish timeout
+                # when it returns; the probe says within ~0.25 s that the hub answers again.
+                await self._link.wait_up(timeout=_IDLE_RECHECK_S)
+                continue
             self._wake.clear()
             moved = False
             for traffic_class in PRIORITY:
@@ -175,9 +184,10 @@ class Forwarder:
             return 0
         generation = counters.generation
         try:
-            msgs = await self._subs[traffic_class].fetch(self._settings.batch, timeout=0.05)
+            # No-wait pull: the leaf answers at once, with messages or "none".
+            msgs = await fetch_batch(self._subs[traffic_class], self._settings.batch, timeout=1.0)
         except NATS_ERRORS:
-            msgs = []
+            return 0  # the leaf did not answer: still maybe pending
         if not msgs:
             if generation == counters.generation:
                 counters.maybe_pending = False
@@ -235,17 +245,7 @@ class Forwarder:
         ]
         backoff = 0.05
         while pending:
-            js = self._js_cloud()
-            outcomes = await asyncio.gather(
-                *(js.publish(s, d, headers=h) for s, d, h in pending), return_exceptions=True
-            )
-            confirmed = 0
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, NATS_ERRORS):
-                        raise outcome
-                    break
-                confirmed += 1
+            confirmed = await self._publisher.publish(pending)
             self.counters[traffic_class].forwarded += confirmed
             pending = pending[confirmed:]
             if confirmed:
