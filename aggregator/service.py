@@ -1,0 +1,92 @@
+"""The cloud learning service: hard examples in from the uplink, better edge models out.
+
+Wiring (all over the hub; the bridge carries both directions)::
+
+    ef.up.*.hard-examples.>  --CloudConsumer-->  Labeller  --labels-->  HardExampleStore
+                                                 Labeller  --event--->  IncrementalLearner
+    IncrementalLearner  --ModelUpdate frame-->  CloudPublisher  ef.down.all.model.{model}
+                                                  (edges: retained ef/models/{model}/update)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Self
+
+from aggregator.incremental import IncrementalLearner
+from aggregator.labelling import Labeller
+from bus.lifecycle import ServiceTasks
+from cloud_bridge.cloud_consumer import CloudConsumer
+from cloud_bridge.downlink import MODEL, CloudPublisher
+from schemas import topics
+from schemas.topics import TrafficClass
+
+log = logging.getLogger(__name__)
+
+
+class DownlinkModelSink:
+    """Publishes model-update frames to every edge through the downlink stream."""
+
+    def __init__(self, publisher: CloudPublisher) -> None:
+        self._publisher = publisher
+
+    async def publish_model(self, name: str, frame: bytes) -> None:
+        """Store the frame for every edge (chunked by the publisher past 512 KiB)."""
+        await self._publisher.publish(None, MODEL, name, payload=frame)
+
+
+class LearningService:
+    """Runs a `Labeller` on the uplink's hard examples and an `IncrementalLearner`.
+
+    The caller builds the learner with a `DownlinkModelSink` on a `CloudPublisher` it has
+    entered, and the labeller with ``on_labelled=learner.labelled``.
+
+    Args:
+        hub_url: the hub's client URL.
+        labeller: stores and labels arriving examples.
+        learner: retrains and deploys.
+        durable: the uplink consumer's durable name.
+
+    """
+
+    def __init__(
+        self,
+        hub_url: str,
+        *,
+        labeller: Labeller,
+        learner: IncrementalLearner,
+        durable: str = "learning",
+    ) -> None:
+        self.labeller = labeller
+        self.learner = learner
+        self._consumer = CloudConsumer(
+            hub_url,
+            durable=durable,
+            filter_subject=topics.uplink_filter(None, TrafficClass.HARD_EXAMPLES),
+        )
+        self._tasks = ServiceTasks("aggregator.learning")
+
+    async def __aenter__(self) -> Self:
+        await self._consumer.__aenter__()
+        try:
+            await self._tasks.__aenter__()
+            self._tasks.spawn(self.labeller.run(self._frames()), "hard-examples")
+            self._tasks.spawn(self.learner.run(), "learner")
+        except BaseException:
+            await self._consumer.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._tasks.__aexit__(et, e, tb)
+        finally:
+            await self._consumer.__aexit__(et, e, tb)
+
+    async def _frames(self) -> AsyncIterator[tuple[str, bytes]]:
+        async for message in self._consumer.messages():
+            yield message.edge, message.payload
