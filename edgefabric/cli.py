@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     from edgefabric.commands import keys as keys_command
 
     keys_command.register(sub)
+    from edgefabric.commands import label as label_command
+    from edgefabric.commands import learning as learning_command
+
+    label_command.register(sub)
+    learning_command.register(sub)
     return parser
 
 

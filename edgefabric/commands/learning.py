@@ -1,0 +1,39 @@
+"""`edgefabric models history`: every retraining decision, deployed or not, and why."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from edgefabric.commands.label import DEFAULT_DATA_DIR, learning_dir
+
+
+def _history(args: argparse.Namespace) -> int:
+    from aggregator.store import HardExampleStore
+
+    store = HardExampleStore(learning_dir(args))
+    try:
+        entries = store.history(args.model)
+    finally:
+        store.close()
+    print(f"{'WHEN':<20} {'MODEL':<14} {'VER':<5} {'OLD':>6} {'NEW':>6} {'EVAL':>5} DEPLOYED")
+    for e in entries:
+        when = dt.datetime.fromtimestamp(e.at).isoformat(timespec="seconds")
+        print(
+            f"{when:<20} {e.model:<14} {e.version:<5} {e.old_accuracy:>6.3f} "
+            f"{e.new_accuracy:>6.3f} {e.eval_size:>5} {'yes' if e.deployed else 'no'}"
+        )
+        print(f"{'':<20} trigger: {e.trigger}; gate: {e.decision}")
+    if not entries:
+        print("no retraining yet")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``models history``."""
+    models = sub.add_parser("models", help="the cloud's model history")
+    actions = models.add_subparsers(dest="models_command", required=True)
+    history = actions.add_parser("history", help="retraining rounds, metrics and decisions")
+    history.add_argument("--model", help="only this model")
+    history.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="cloud data dir")
+    history.set_defaults(handler=_history)
