@@ -18,6 +18,7 @@ from edgefabric.errors import ConfigError
 from pipelines.cloud_inference import CloudInferenceSettings
 from pipelines.settings import PipelinesSettings
 from schemas.base import Name
+from twin.settings import KUBEEDGE_FIELD, TwinSettings
 
 
 class _Frozen(BaseModel):
@@ -84,7 +85,19 @@ class EdgeConfig(_Frozen):
     devices: list[Path] = Field(default_factory=list, description="device files")
     pipelines: PipelinesSettings = PipelinesSettings()
     bridge: BridgeConfig = BridgeConfig()
-    twin_enabled: bool = True
+    twin: TwinSettings = TwinSettings()
+
+    @model_validator(mode="after")
+    def _kubeedge_needs_dollar_topics(self) -> Self:
+        # amqtt refuses client publishes to '$' topics (MQTT-4.7.2-1): KubeEdge apps would wait
+        # forever on $hw/events/device/..., so refuse the combination here, by field name.
+        if self.twin.enabled and self.twin.kubeedge and self.broker.url is None:
+            raise ValueError(
+                f"{KUBEEDGE_FIELD}: the KubeEdge adapter needs a broker that accepts '$hw/...' "
+                "topics from clients, and the embedded amqtt refuses '$' topics; set broker.url "
+                f"to a Mosquitto (broker.embedded: false) or {KUBEEDGE_FIELD}: false"
+            )
+        return self
 
 
 class HubSettings(_Frozen):

@@ -102,11 +102,15 @@ class Edge:
                         bus=bridge_bus,
                     )
                 )
-            if cfg.twin_enabled:
+            if cfg.twin.enabled:
                 twin_bus = await stack.enter_async_context(self._client("twin"))
                 self.twin = await stack.enter_async_context(
                     TwinService(
-                        bus=twin_bus, db_path=cfg.data_dir / "twin.db", devices=self.devices
+                        bus=twin_bus,
+                        db_path=cfg.data_dir / cfg.twin.db_file,
+                        devices=self.devices,
+                        write_timeout=cfg.twin.write_timeout_s,
+                        kubeedge=cfg.twin.kubeedge,
                     )
                 )
             if cfg.pipelines.streaming:

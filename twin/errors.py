@@ -31,3 +31,11 @@ class TwinUpdateRefused(TwinServiceError):
 
 class TwinStoreError(TwinServiceError):
     """The SQLite store could not be opened or written (disk full, corrupt file)."""
+
+
+class DollarTopicsRefused(TwinServiceError):
+    """The broker does not deliver client publishes to ``$`` topics (amqtt, MQTT-4.7.2-1).
+
+    The KubeEdge adapter cannot work there: KubeEdge apps would publish into a black hole and
+    wait forever. Raised at start-up instead; the message names the config field to change.
+    """

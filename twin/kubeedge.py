@@ -39,7 +39,8 @@ from schemas.twin import (
 )
 from twin import kubeedge_messages as ke
 from twin import kubeedge_topics as ket
-from twin.errors import TwinUpdateRefused
+from twin.errors import DollarTopicsRefused, TwinUpdateRefused
+from twin.settings import KUBEEDGE_FIELD
 
 if TYPE_CHECKING:
     from twin.service import TwinService
@@ -110,6 +111,29 @@ class KubeEdgeAdapter:
         self._bus = bus
         self._ids: dict[str, set[str]] = {}
         self.handled = 0
+
+    async def check_broker(self, timeout: float = 2.0) -> None:
+        """Prove the broker delivers a client's publish to a ``$hw/...`` topic back to it.
+
+        amqtt (the embedded broker) refuses such publishes silently (MQTT-4.7.2-1), so a
+        KubeEdge app would wait forever for its results; better to refuse to start.
+
+        Raises:
+            DollarTopicsRefused: nothing came back within `timeout` seconds.
+
+        """
+        topic = ket.probe("ef-" + new_message_id()[:12])
+        async with self._bus.subscribe(topic, maxsize=1) as sub:
+            await self._bus.publish(topic, b"probe", timeout=timeout)
+            try:
+                async with asyncio.timeout(timeout):
+                    await anext(aiter(sub))
+            except TimeoutError:
+                raise DollarTopicsRefused(
+                    f"{KUBEEDGE_FIELD}: the broker does not deliver client publishes to "
+                    f"'$hw/...' topics (the embedded amqtt refuses '$' topics); run Mosquitto "
+                    f"(broker.url) or set {KUBEEDGE_FIELD}: false"
+                ) from None
 
     def consumers(self) -> dict[str, Consumer]:
         """One consumer task per request filter, by task name."""

@@ -84,6 +84,11 @@ def state_update_result(device: str) -> str:
     return _topic(device, "state/update/result")
 
 
+def probe(token: str) -> str:
+    """A topic in KubeEdge's namespace that no request filter matches, for the broker check."""
+    return _topic(token, "ef-probe")
+
+
 def request_filters() -> dict[str, str]:
     """Subscription filters of every request topic, one- and two-segment ids, by task name."""
     return {

@@ -60,7 +60,8 @@ class TwinService:
         devices: the mapper device instances; their models drive validation and writes.
             Devices without a model are still twinned, as plain state.
         write_timeout: seconds a mapper has to answer a device write.
-        kubeedge: also serve KubeEdge's ``$hw/events/device/...`` topics (twin.kubeedge).
+        kubeedge: also serve KubeEdge's ``$hw/events/device/...`` topics (twin.kubeedge);
+            entering fails with `DollarTopicsRefused` when the broker does not deliver them.
 
     """
 
@@ -122,6 +123,8 @@ class TwinService:
             async with asyncio.timeout(_START_TIMEOUT_S):
                 for event in ready:
                     await event.wait()
+            if self.kubeedge is not None:
+                await self.kubeedge.check_broker()
             await self._resume()
         except BaseException:
             await self._tasks.__aexit__(None, None, None)

@@ -77,6 +77,11 @@ class DeviceWrites:
         self.failed = 0
 
     @property
+    def timeout(self) -> float:
+        """Seconds a mapper has to answer a write."""
+        return self._timeout
+
+    @property
     def reply_topic(self) -> str:
         """Where mappers answer the twin's writes."""
         return topics.twin_reply(WRITE_REPLY_CLIENT)

@@ -133,12 +133,13 @@ async def test_update_breaking_the_device_model_gets_an_error_reply(
     broker_url: str, tmp_path: Path
 ) -> None:
     async with running_twin(broker_url, tmp_path / "twin.db", [thermostat()]) as run:
-        for values, why in [
+        cases: list[tuple[dict[str, object], str]] = [
             ({"setpoint": 99}, "above the maximum"),
             ({"setpoint": "warm"}, "expected a finite number"),
             ({"temperature": 20}, "ReadOnly"),
             ({"colour": "red"}, "no property"),
-        ]:
+        ]
+        for values, why in cases:
             result = await run.client.set("thermo", values)
             assert not result.ok
             assert result.error is not None

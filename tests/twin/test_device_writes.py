@@ -31,9 +31,9 @@ def _plc(port: int) -> DeviceInstance:
 
 
 @contextlib.asynccontextmanager
-async def _edge(url: str, db: Path, device: DeviceInstance, **kw: float) -> AsyncIterator[Running]:
+async def _edge(url: str, db: Path, device: DeviceInstance) -> AsyncIterator[Running]:
     async with (
-        running_twin(url, db, [device], **kw) as run,
+        running_twin(url, db, [device]) as run,
         MqttClient(url, client_id="mapper") as mapper_bus,
         MapperService([device], bus=mapper_bus),
     ):
