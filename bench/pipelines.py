@@ -61,7 +61,7 @@ async def latency(
     )
     async with (
         MqttClient(url, client_id="bench-edge") as bus,
-        OffloadService(settings, bus=bus, nc=None, data_dir=data_dir),
+        OffloadService(settings, bus=bus, nc=None),
         MqttClient(url, client_id="bench-phone") as phone_bus,
         OffloadClient(phone_bus) as phone,
     ):
@@ -140,7 +140,7 @@ async def _joint_run(url, nc, edge_model, hem, split, data_dir) -> str:
     lat = []
     async with (
         MqttClient(url, client_id="bench-edge-joint") as bus,
-        OffloadService(settings, bus=bus, nc=nc, data_dir=data_dir),
+        OffloadService(settings, bus=bus, nc=nc),
         OffloadClient(bus) as phone,
     ):
         for x, y in zip(split.x_test, split.y_test, strict=True):

@@ -11,7 +11,7 @@ from bus.nats_server import HubSpec, NatsServer
 from cloud_bridge.cloud_consumer import CloudConsumer, UplinkMessage
 from edgefabric.config import CloudConfig
 from pipelines.cloud_inference import CloudInferenceService
-from pipelines.digits import build_models
+from pipelines.digits import bundled_models
 from pipelines.model_slot import LoadedModel, ModelSlot, make_session
 from schemas.codec import decode
 from schemas.errors import SchemaError
@@ -84,10 +84,10 @@ class Cloud:
         return self
 
     def _inference_models(self) -> dict[str, ModelSlot]:
-        """The deep models, built into the cloud data dir when no file is given."""
+        """The deep models; the repo's digits cloud model when no file is given."""
         slots = {}
         for name, path in self.config.inference.models.items():
-            source = path or build_models(self.config.data_dir / "models").cloud
+            source = path or bundled_models()[1]
             loaded = LoadedModel(version="1", session=make_session(source.read_bytes()))
             slots[name] = ModelSlot(name, loaded)
         return slots

@@ -137,7 +137,7 @@ class Edge:
             stack.push_async_callback(nc.close)
         offload_bus = await stack.enter_async_context(self._client("offload"))
         self.offload = await stack.enter_async_context(
-            OffloadService(cfg.pipelines.offload, bus=offload_bus, nc=nc, data_dir=cfg.data_dir)
+            OffloadService(cfg.pipelines.offload, bus=offload_bus, nc=nc)
         )
 
     async def __aexit__(

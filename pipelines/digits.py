@@ -188,6 +188,19 @@ def train_cloud(split: DigitsSplit) -> Weights:
     return train(split.x_train, split.y_train, hidden=(256, 128), epochs=80, lr=0.05, seed=2)
 
 
+BUNDLED = Path(__file__).parent / "models"
+"""Where the repo ships the two models, built by `python -m pipelines.digits`."""
+
+
+def bundled_models(version: str = "1") -> tuple[Path, Path]:
+    """The shipped edge and cloud model files.
+
+    They are what `build_models` produces, kept in the repo (3 KB and 200 KB) so an edge never
+    has to import scikit-learn (~90 MB resident) or train at start-up.
+    """
+    return BUNDLED / f"{EDGE_MODEL}-v{version}.onnx", BUNDLED / f"{CLOUD_MODEL}-v{version}.onnx"
+
+
 def build_models(directory: Path, *, version: str = "1") -> DigitsModels:
     """Train and export both models into `directory`, unless they are already there."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -218,3 +231,9 @@ def _onnx_accuracy(path: Path, split: DigitsSplit) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (probabilities,) = session.run([OUTPUT], {INPUT: split.x_test})
     return float((np.asarray(probabilities).argmax(axis=1) == split.y_test).mean())
+
+
+if __name__ == "__main__":
+    built = build_models(BUNDLED)
+    print(f"edge  {built.edge}  test accuracy {built.edge_accuracy:.4f}")
+    print(f"cloud {built.cloud}  test accuracy {built.cloud_accuracy:.4f}")

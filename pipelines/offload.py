@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -25,7 +24,7 @@ from bus.lifecycle import ServiceTasks
 from bus.mqtt import MqttClient
 from bus.subscription import InboundMessage
 from pipelines.breaker import CircuitBreaker
-from pipelines.digits import build_models
+from pipelines.digits import bundled_models
 from pipelines.errors import BadInput
 from pipelines.hard_examples import HardExamplePublisher
 from pipelines.joint import CloudModelClient, JointInference
@@ -80,7 +79,6 @@ class OffloadService:
         settings: the models and the concurrency bound.
         bus: the edge's MQTT client.
         nc: a NATS connection to the edge's leaf, for the cloud models; None = edge only.
-        data_dir: where the built-in models are built and cached.
     """
 
     def __init__(
@@ -89,20 +87,17 @@ class OffloadService:
         *,
         bus: MqttClient,
         nc: NatsClient | None,
-        data_dir: Path,
     ) -> None:
         self._bus = bus
-        self._models = {m.name: self._build(m, bus, nc, data_dir) for m in settings.models}
+        self._models = {m.name: self._build(m, bus, nc) for m in settings.models}
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._tasks = ServiceTasks(SERVICE)
         self.answered = 0
         self.refused = 0
 
     @staticmethod
-    def _build(
-        cfg: OffloadModelSettings, bus: MqttClient, nc: NatsClient | None, data_dir: Path
-    ) -> _OffloadModel:
-        path = cfg.model_path or build_models(data_dir / "models").edge
+    def _build(cfg: OffloadModelSettings, bus: MqttClient, nc: NatsClient | None) -> _OffloadModel:
+        path = cfg.model_path or bundled_models(cfg.version)[0]
         loaded = LoadedModel(
             version=cfg.version,
             session=make_session(path.read_bytes(), threads=cfg.intra_op_threads),

@@ -14,8 +14,8 @@ from schemas.base import Name
 class OffloadModelSettings(BaseModel):
     """One model clients may offload to, and how it works with the cloud.
 
-    `model_path=None` uses the project's digits edge model (trained at first start into the
-    data dir); `cloud_model=None` answers at the edge only.
+    `model_path=None` uses the project's digits edge model shipped in `pipelines/models`;
+    `cloud_model=None` answers at the edge only.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -46,7 +46,7 @@ async def test_an_offloaded_digit_is_answered_with_label_and_confidence(
     split = load_digits_split()
     async with (
         MqttClient(broker_url, client_id="edge") as bus,
-        OffloadService(_settings(models, cloud_model=None), bus=bus, nc=None, data_dir=tmp_path),
+        OffloadService(_settings(models, cloud_model=None), bus=bus, nc=None),
         MqttClient(broker_url, client_id="phone") as phone_bus,
         OffloadClient(phone_bus, name="phone-1") as phone,
     ):
@@ -66,9 +66,7 @@ async def test_a_wrong_shape_dtype_or_model_gets_an_error_reply_not_a_crash(
 ):
     async with (
         MqttClient(amqtt_url, client_id="edge") as bus,
-        OffloadService(
-            _settings(models, cloud_model=None), bus=bus, nc=None, data_dir=tmp_path
-        ) as service,
+        OffloadService(_settings(models, cloud_model=None), bus=bus, nc=None) as service,
         OffloadClient(bus, name="phone-2") as phone,
     ):
         wrong_shape = await phone.infer("digits", np.zeros((5, 5), dtype=np.float32))
@@ -89,7 +87,7 @@ async def test_a_request_with_nowhere_to_reply_goes_to_the_dead_letter_topic(
 ):
     async with (
         MqttClient(amqtt_url, client_id="edge") as bus,
-        OffloadService(_settings(models, cloud_model=None), bus=bus, nc=None, data_dir=tmp_path),
+        OffloadService(_settings(models, cloud_model=None), bus=bus, nc=None),
         bus.subscribe(topics.dead_letter("offload")) as letters,
     ):
         await bus.publish(topics.infer_request("digits"), b"not a frame")
@@ -120,9 +118,7 @@ async def _edge_answers(
     try:
         async with (
             MqttClient(broker_url, client_id="edge") as bus,
-            OffloadService(
-                _settings(models, **overrides), bus=bus, nc=nc, data_dir=tmp_path
-            ) as service,
+            OffloadService(_settings(models, **overrides), bus=bus, nc=nc) as service,
             OffloadClient(bus, name="phone") as phone,
         ):
             for i in range(count):
@@ -195,7 +191,6 @@ async def test_a_gone_cloud_is_answered_at_the_edge_and_hard_examples_are_kept(
                 _settings(models, hem=HemSettings(method="CloudOnly")),
                 bus=bus,
                 nc=nc,
-                data_dir=tmp_path,
             ) as service,
             OffloadClient(bus, name="phone") as phone,
             bus.subscribe(topics.hard_examples("offload-digits"), maxsize=100) as hard,
@@ -227,7 +222,6 @@ async def test_repeated_hard_examples_are_sent_once_and_the_budget_holds(
             ),
             bus=bus,
             nc=None,
-            data_dir=tmp_path,
         ) as service,
         OffloadClient(bus, name="phone") as phone,
     ):
