@@ -1,6 +1,6 @@
 """Bench of the device twin: persisted updates/s and desired -> device -> reported latency.
 
-Run: python -m bench.twin [--broker mosquitto|amqtt] [--readings 20000] [--rounds 200]
+Run: python -m bench.twin [--broker mosquitto|amqtt] [--readings 20000] [--rounds 500] [--warmup 50]
 
 Figures from one run on one machine, each beside a baseline measured in the same run:
   * raw broker: QoS 1 publish -> subscriber msg/s, and a request/response round trip (the floor);
@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-from bus.broker import EmbeddedBroker
+from bench.common import broker, percentile
 from bus.mqtt import MqttClient
 from bus.ports import free_port
 from mappers.device import DeviceInstance, ModbusConnection, ModbusVisitor, PropertySpec
@@ -37,35 +33,6 @@ from schemas.twin import TwinDelta, TwinSource
 from twin.client import TwinClient
 from twin.service import TwinService
 from twin.store import TwinStore
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@contextlib.asynccontextmanager
-async def broker(kind: str, tmp: Path) -> AsyncIterator[str]:
-    if kind == "amqtt":
-        async with EmbeddedBroker(port=free_port()) as embedded:
-            yield embedded.url
-        return
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
-    )
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
-        [binary, "-c", str(conf)], stderr=subprocess.DEVNULL
-    )
-    try:
-        await asyncio.sleep(0.3)
-        yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        process.kill()
-        process.wait(timeout=10)
 
 
 async def raw_rate(url: str, count: int) -> float:
@@ -129,7 +96,7 @@ async def twin_updates(url: str, db: Path, count: int) -> float:
         for i in range(0, count, 200):
             await asyncio.gather(*(pub.publish(t, p) for t, p in payloads[i : i + 200]))
         async with asyncio.timeout(120):
-            while twin.updates < count:  # noqa: ASYNC110 - polling a counter is the measure
+            while twin.updates < count:
                 await asyncio.sleep(0.005)
         return count / (time.perf_counter() - started)
 
@@ -203,21 +170,22 @@ async def desired_to_reported(url: str, db: Path, rounds: int) -> list[float]:
 
 
 def ms(values: list[float], q: float) -> str:
-    return f"{pct(values, q) * 1000:8.2f}"
+    return f"{percentile(values, q) * 1000:8.2f}"
 
 
-async def main(kind: str, readings: int, rounds: int) -> None:
+async def main(kind: str, readings: int, rounds: int, warmup: int) -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        async with broker(kind, tmp) as url:
+        async with broker(kind) as url:
             raw = await raw_rate(url, readings)
-            rt = await raw_round_trips(url, rounds)
+            # The first rounds pay for connections, caches and pymodbus start-up: not measured.
+            rt = (await raw_round_trips(url, rounds + warmup))[warmup:]
             updates = await twin_updates(url, tmp / "updates.db", readings)
             alone = store_only(tmp / "store.db", readings)
-            sets = await desired_sets(url, tmp / "sets.db", rounds)
-            e2e = await desired_to_reported(url, tmp / "e2e.db", rounds)
+            sets = (await desired_sets(url, tmp / "sets.db", rounds + warmup))[warmup:]
+            e2e = (await desired_to_reported(url, tmp / "e2e.db", rounds + warmup))[warmup:]
     rt_p50 = statistics.median(rt)
-    print(f"broker: {kind}; readings {readings}, rounds {rounds}")
+    print(f"broker: {kind}; readings {readings}, rounds {rounds} (+{warmup} warm-up, not counted)")
     print(f"{'figure':52} {'value':>12} {'vs baseline':>12}")
     print(f"{'raw QoS 1 publish -> subscriber (msg/s) [baseline]':52} {raw:12.0f}")
     print(f"{'twin reported updates/s, persisted':52} {updates:12.0f} {updates / raw:11.2f}x")
@@ -238,6 +206,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--broker", choices=["mosquitto", "amqtt"], default="mosquitto")
     parser.add_argument("--readings", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=50, help="rounds run first, not counted")
     args = parser.parse_args()
-    asyncio.run(main(args.broker, args.readings, args.rounds))
+    asyncio.run(main(args.broker, args.readings, args.rounds, args.warmup))
