@@ -210,6 +210,8 @@ async def resume(
             queued = (i + 2) * 100
             await wait_until(lambda: b.ingested >= queued, 30, "queued")  # noqa: B023
             before = len(arrivals)
+            if b.forwarded >= queued:
+                raise SystemExit(f"bench: round {i} forwarded while the link was down")
             if with_blackhole:
                 proxy.restore()
             else:

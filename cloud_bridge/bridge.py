@@ -36,7 +36,7 @@ from bus.lifecycle import ServiceTasks
 from bus.mqtt import ConnectionState, MqttClient
 from bus.subscription import InboundMessage, Subscription
 from cloud_bridge.downlink import EdgeDownlink
-from cloud_bridge.errors import NATS_ERRORS
+from cloud_bridge.errors import NATS_ERRORS, log_nats_error
 from cloud_bridge.forward import Forwarder
 from cloud_bridge.ingest import Ingest
 from cloud_bridge.link import LinkHealth
@@ -130,6 +130,7 @@ class CloudBridge:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.2,
             connect_timeout=2,
+            error_cb=log_nats_error,
         )
         try:
             await self._ensure_edge_streams()

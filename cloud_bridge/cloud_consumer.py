@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 from cloud_bridge import headers
 from cloud_bridge.chunks import Reassembler
 from cloud_bridge.dedupe import EdgeSequenceTracker
-from cloud_bridge.errors import NATS_ERRORS, IntegrityError
+from cloud_bridge.errors import NATS_ERRORS, IntegrityError, log_nats_error
 from cloud_bridge.settings import CLOUD_STREAM, CloudStreamSettings
 from schemas import topics
 from schemas.topics import TrafficClass
@@ -119,6 +119,7 @@ class CloudConsumer:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.2,
             connect_timeout=2,
+            error_cb=log_nats_error,
         )
         try:
             await ensure_cloud_stream(self._nc, self._stream_settings)

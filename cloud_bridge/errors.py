@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import nats.errors
 import nats.js.errors
@@ -34,3 +35,10 @@ NATS_ERRORS: tuple[type[BaseException], ...] = (
     nats.js.errors.Error,
 )
 """What a NATS call raises when the link, the leaf or the hub is unavailable: retried."""
+
+
+async def log_nats_error(exc: Exception) -> None:
+    """nats.py's error callback: a lost or refused connection is expected while a link is
+    down (the client reconnects by itself), so it is logged, not printed with a traceback.
+    """
+    logging.getLogger("cloud_bridge.nats").debug("nats connection: %r", exc)
