@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from aggregator.incremental import IncrementalLearner
-from aggregator.labelling import Labeller
+from aggregator.incremental import Dataset, IncrementalLearner
+from aggregator.labelling import Labeller, OnnxClassifier
+from aggregator.settings import LearningSettings
+from aggregator.store import HardExampleStore
+from aggregator.trainer import weights_from_onnx
 from bus.lifecycle import ServiceTasks
 from cloud_bridge.cloud_consumer import CloudConsumer
 from cloud_bridge.downlink import MODEL, CloudPublisher
@@ -41,7 +45,8 @@ class LearningService:
     """Runs a `Labeller` on the uplink's hard examples and an `IncrementalLearner`.
 
     The caller builds the learner with a `DownlinkModelSink` on a `CloudPublisher` it has
-    entered, and the labeller with ``on_labelled=learner.labelled``.
+    entered, and the labeller with ``on_labelled=learner.labelled``. The service owns the
+    labeller's store from then on: it is closed when the service stops.
 
     Args:
         hub_url: the hub's client URL.
@@ -86,7 +91,45 @@ class LearningService:
             await self._tasks.__aexit__(et, e, tb)
         finally:
             await self._consumer.__aexit__(et, e, tb)
+            self.labeller.store.close()
 
     async def _frames(self) -> AsyncIterator[tuple[str, bytes]]:
         async for message in self._consumer.messages():
             yield message.edge, message.payload
+
+
+def build_learning_service(
+    hub_url: str, publisher: CloudPublisher, *, data_dir: Path, settings: LearningSettings
+) -> LearningService:
+    """The service `edgefabric cloud` runs, built from its settings.
+
+    Store under ``<data_dir>/learning``; the bundled digits models unless others are
+    configured; the digits training split as base data and its validation split as the base
+    hold-out. The deployed version continues from the history's latest deployment.
+    """
+    from pipelines.digits import bundled_models, load_digits_split  # noqa: PLC0415 - heavy
+
+    edge_path, cloud_path = bundled_models()
+    store = HardExampleStore(
+        data_dir / "learning", max_examples=settings.max_examples, max_bytes=settings.max_bytes
+    )
+    deployed = [h for h in store.history(settings.model) if h.deployed]
+    split = load_digits_split()
+    learner = IncrementalLearner(
+        store,
+        DownlinkModelSink(publisher),
+        model=settings.model,
+        deployed=weights_from_onnx((settings.edge_model or edge_path).read_bytes()),
+        version=deployed[-1].version if deployed else "1",
+        base=Dataset(split.x_train, split.y_train),
+        holdout=Dataset(split.x_val, split.y_val),
+        trigger=settings.trigger,
+        gate=settings.gate,
+    )
+    labeller = Labeller(
+        store,
+        classify=OnnxClassifier(settings.cloud_model or cloud_path),
+        auto_label_confidence=settings.auto_label_confidence,
+        on_labelled=learner.labelled,
+    )
+    return LearningService(hub_url, labeller=labeller, learner=learner)

@@ -29,6 +29,7 @@ __all__ = [
     "local_train",
     "model_bytes",
     "to_onnx",
+    "weights_from_onnx",
 ]
 
 Labels = NDArray[np.int64]
@@ -143,3 +144,29 @@ def dirichlet_split(
         if min(len(p) for p in parts) >= min_size:
             return [np.array(sorted(p), dtype=np.int64) for p in parts]
     raise ValueError(f"no Dirichlet({alpha}) split gives {edges} edges {min_size} samples each")
+
+
+def weights_from_onnx(model: bytes) -> Weights:
+    """The [W, b, ...] weights of a graph exported by `to_onnx` (its ``w{i}``/``b{i}``).
+
+    Raises:
+        ValueError: the graph has no such initializers.
+
+    """
+    import onnx  # noqa: PLC0415 - only the cloud reads weights back
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    inits = {
+        i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(model).graph.initializer
+    }
+    weights: Weights = []
+    for layer in range(len(inits) // 2):
+        if f"w{layer}" not in inits or f"b{layer}" not in inits:
+            raise ValueError(f"layer {layer} missing: not a graph from to_onnx")
+        weights += [
+            np.asarray(inits[f"w{layer}"], np.float32),
+            np.asarray(inits[f"b{layer}"], np.float32),
+        ]
+    if not weights:
+        raise ValueError("no weights in the graph")
+    return weights

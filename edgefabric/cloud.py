@@ -7,8 +7,10 @@ import logging
 from types import TracebackType
 from typing import Self
 
+from aggregator.service import LearningService, build_learning_service
 from bus.nats_server import HubSpec, NatsServer
 from cloud_bridge.cloud_consumer import CloudConsumer, UplinkMessage
+from cloud_bridge.downlink import CloudPublisher
 from edgefabric.config import CloudConfig
 from pipelines.cloud_inference import CloudInferenceService
 from pipelines.digits import bundled_models
@@ -54,6 +56,7 @@ class Cloud:
         self.config = config
         self.hub: NatsServer | None = None
         self.inference: CloudInferenceService | None = None
+        self.learning: LearningService | None = None
         self._stack: contextlib.AsyncExitStack | None = None
 
     def consumer(self, durable: str) -> CloudConsumer:
@@ -79,6 +82,15 @@ class Cloud:
             if self.config.inference.enabled and self.config.inference.models:
                 self.inference = await stack.enter_async_context(
                     CloudInferenceService(self.config.hub.url, self._inference_models())
+                )
+            if self.config.learning.enabled:
+                self.learning = await stack.enter_async_context(
+                    build_learning_service(
+                        self.config.hub.url,
+                        await stack.enter_async_context(CloudPublisher(self.config.hub.url)),
+                        data_dir=self.config.data_dir,
+                        settings=self.config.learning,
+                    )
                 )
             self._stack = stack.pop_all()
         return self

@@ -11,6 +11,7 @@ from typing import Self, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aggregator.settings import LearningSettings
 from bus.security import MqttSecuritySettings
 from bus.url import parse_broker_url
 from cloud_bridge.settings import CloudStreamSettings
@@ -122,6 +123,7 @@ class CloudConfig(_Frozen):
     hub: HubSettings = HubSettings()
     stream: CloudStreamSettings = CloudStreamSettings()
     inference: CloudInferenceSettings = CloudInferenceSettings()
+    learning: LearningSettings = LearningSettings()
 
 
 C = TypeVar("C", bound=BaseModel)

@@ -100,15 +100,14 @@ async def test_hard_examples_become_a_better_model_that_the_edge_swaps_in(
                 await edge.publish(topics.hard_examples("digits"), hard_example_frame(x))
             async with asyncio.timeout(60):
                 message = await anext(aiter(updates))
+            (entry,) = store.history()
     header, onnx_bytes = unpack(ModelUpdate, message.payload)
     assert header.sha256 == hashlib.sha256(onnx_bytes).hexdigest()
     slot.swap(LoadedModel(header.version, make_session(onnx_bytes), header.sha256))
     assert slot.version == "2"
     assert slot_accuracy(slot) > before + 0.05, (before, slot_accuracy(slot))
-    (entry,) = store.history()
     assert entry.deployed and entry.samples >= 150
     assert labeller.counters.auto_labelled >= 150
-    store.close()
 
 
 async def test_an_edge_behind_the_real_bridge_takes_part_in_federated_rounds(
