@@ -30,18 +30,30 @@ class AnomalyParams:
     sharpness: float
 
 
-def train_anomaly_model(normal_windows: NDArray[np.floating]) -> AnomalyParams:
-    """Fit per-position mean and spread on normal windows (shape: windows x window length)."""
+def train_anomaly_model(
+    normal_windows: NDArray[np.floating], *, pooled: bool = True
+) -> AnomalyParams:
+    """Fit mean and spread on normal rows (shape: rows x features).
+
+    Args:
+        normal_windows: rows seen in normal operation.
+        pooled: one mean and spread for every column (raw readings of a window are
+            exchangeable, so few windows suffice); False fits each column (features).
+    """
     if normal_windows.ndim != 2 or normal_windows.shape[0] < 2:
         raise ValueError("need at least two normal windows of equal length")
     data = normal_windows.astype(np.float64)
-    # Readings are exchangeable within a window; pool the statistics so few windows suffice.
-    mean = np.full(data.shape[1], data.mean(), dtype=np.float32)
-    std = np.full(data.shape[1], max(float(data.std()), 1e-6), dtype=np.float32)
+    if pooled:
+        mean = np.full(data.shape[1], data.mean(), dtype=np.float32)
+        std = np.full(data.shape[1], max(float(data.std()), 1e-6), dtype=np.float32)
+    else:
+        mean = data.mean(axis=0).astype(np.float32)
+        std = np.maximum(data.std(axis=0), 1e-6).astype(np.float32)
     scores = (((data - mean) / std) ** 2).mean(axis=1)
     threshold = float(np.percentile(scores, 99.5)) * 1.5
-    return AnomalyParams(mean=mean, std=std, threshold=threshold,
-                         sharpness=4.0 / max(threshold, 1e-6))
+    return AnomalyParams(
+        mean=mean, std=std, threshold=threshold, sharpness=4.0 / max(threshold, 1e-6)
+    )
 
 
 def synthetic_normal_windows(window: int, count: int = 512, seed: int = 0) -> NDArray[np.float32]:

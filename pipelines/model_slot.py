@@ -9,6 +9,7 @@ mixes versions. The previous session is kept for a one-message rollback.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,11 +56,18 @@ class LoadedModel:
 class ModelSlot:
     """The active version of one model, and the one before it."""
 
-    def __init__(self, name: str, active: LoadedModel) -> None:
+    def __init__(self, name: str, active: LoadedModel, *, samples: int = 32) -> None:
         self.name = name
         self.active = active
         self.previous: LoadedModel | None = None
         self.swaps = 0
+        self.samples: deque[NDArray[np.float32]] = deque(maxlen=samples)
+        """Recent real inputs (one row each): a candidate version is validated on them."""
+
+    def remember(self, inputs: NDArray[np.float32]) -> None:
+        """Keep the first row of a batch as a validation sample (thread-safe append)."""
+        if len(inputs):
+            self.samples.append(np.array(inputs[:1], dtype=np.float32))
 
     @property
     def version(self) -> str:
@@ -70,11 +78,24 @@ class ModelSlot:
         """Run the active version (in the caller's thread); returns outputs and version."""
         model = self.active  # one read: the whole call uses this version
         (outputs,) = model.session.run(None, {model.input_name: inputs})
+        self.remember(inputs)
         return np.asarray(outputs, dtype=np.float32), model.version
 
     async def run(self, inputs: NDArray[np.float32]) -> tuple[NDArray[np.float32], str]:
         """Run the active version in a worker thread."""
         return await asyncio.to_thread(self.run_sync, inputs)
+
+    def run_outputs_sync(
+        self, inputs: NDArray[np.float32], output_names: list[str] | None = None
+    ) -> tuple[dict[str, NDArray[np.float32]], str]:
+        """Run the active version; every output (or `output_names`) by name, and the version."""
+        model = self.active
+        names = output_names or [o.name for o in model.session.get_outputs()]
+        values = model.session.run(names, {model.input_name: inputs})
+        self.remember(inputs)
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values, strict=True)}, (
+            model.version
+        )
 
     def swap(self, candidate: LoadedModel) -> None:
         """Make `candidate` active; the current one becomes the rollback target."""
