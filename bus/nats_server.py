@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import quote
 
 from bus.errors import NatsServerError
 
@@ -59,6 +60,12 @@ class HubSpec:
     sync_interval: str = "2m"
     max_payload: int = 1_048_576
     advertise_leaf_urls: bool = True
+    leaf_tls_cert: Path | None = None
+    """Server certificate (PEM) for the leafnode listener; with `leaf_tls_key`, leaves must
+    speak TLS."""
+    leaf_tls_key: Path | None = None
+    leaf_users: tuple[tuple[str, str], ...] = ()
+    """(user, password) pairs a leaf must present; empty = no authentication."""
     """False behind a proxy or NAT: a leaf that learned the hub's own address reconnects
     there, around the proxy (found by bench.bridge: a black hole after a hub restart did
     not cut the link)."""
@@ -80,6 +87,7 @@ class HubSpec:
             "leafnodes {",
             f"  listen: {_q(f'{self.host}:{self.leafnode_port}')}",
             *([] if self.advertise_leaf_urls else ["  no_advertise: true"]),
+            *self._leaf_security(),
             "}",
         ]
         if self.cluster_port is not None:
@@ -91,6 +99,21 @@ class HubSpec:
                 "}",
             ]
         return "\n".join(lines) + "\n"
+
+    def _leaf_security(self) -> list[str]:
+        lines = []
+        if self.leaf_tls_cert is not None and self.leaf_tls_key is not None:
+            lines += [
+                "  tls {",
+                f"    cert_file: {_q(str(self.leaf_tls_cert))}",
+                f"    key_file: {_q(str(self.leaf_tls_key))}",
+                "    timeout: 2",
+                "  }",
+            ]
+        if self.leaf_users:
+            users = ", ".join(f"{{user: {_q(u)}, password: {_q(p)}}}" for u, p in self.leaf_users)
+            lines += [f"  authorization {{ users: [{users}] }}"]
+        return lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +132,29 @@ class LeafSpec:
     sync_interval: str = "2m"
     max_payload: int = 1_048_576
     extra_remote: dict[str, str] = field(default_factory=dict)
+    hub_user: str | None = None
+    hub_password: str | None = None
+    hub_ca_file: Path | None = None
+    """CA (PEM) that signed the hub's leafnode certificate: the link then requires TLS."""
+
+    def _remote(self) -> str:
+        urls = ", ".join(_q(self._with_credentials(u)) for u in self.hub_leaf_urls)
+        extra = "".join(f", {k}: {_q(v)}" for k, v in self.extra_remote.items())
+        tls = (
+            "" if self.hub_ca_file is None else f", tls: {{ ca_file: {_q(str(self.hub_ca_file))} }}"
+        )
+        return f"{{ urls: [{urls}]{extra}{tls} }}"
+
+    def _with_credentials(self, url: str) -> str:
+        if self.hub_user is None:
+            return url
+        scheme, _, rest = url.partition("://")
+        user = quote(self.hub_user, safe="")
+        password = quote(self.hub_password or "", safe="")
+        return f"{scheme}://{user}:{password}@{rest}"
 
     def render(self) -> str:
         """The server's config file text."""
-        urls = ", ".join(_q(u) for u in self.hub_leaf_urls)
-        extra = "".join(f" {k}: {_q(v)}" for k, v in self.extra_remote.items())
         return (
             "\n".join(
                 [
@@ -132,7 +173,7 @@ class LeafSpec:
                     "leafnodes {",
                     # The delay between attempts bounds how soon forwarding resumes.
                     f"  reconnect: {_q(f'{round(self.reconnect_s * 1000)}ms')}",
-                    f"  remotes: [ {{ urls: [{urls}]{extra} }} ]",
+                    f"  remotes: [ {self._remote()} ]",
                     "}",
                 ]
             )

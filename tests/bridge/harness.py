@@ -22,7 +22,7 @@ DEVICES = 4
 
 def bridge_for(rig: Rig, **overrides: object) -> CloudBridge:
     """An in-process bridge for the rig's edge (its MQTT client not yet connected)."""
-    settings = BridgeSettings(edge_id=rig.edge_id, leaf_url=rig.leaf.url, **overrides)  # type: ignore[arg-type]
+    settings = BridgeSettings(edge_id=rig.edge_id, leaf_url=rig.leaf.url, **overrides)
     bus = MqttClient(
         rig.broker_url, client_id=f"{rig.edge_id}-bridge", clean_session=False, manual_ack=True
     )

@@ -89,6 +89,7 @@ async def test_consumer_restart_still_drops_resends_past_the_duplicate_window(ri
         js = nc.jetstream()
         stored = await js.get_msg(CLOUD_STREAM, seq=1)
         # An edge re-send after the window: same queue position, a message id JetStream forgot.
+        assert stored.subject is not None
         await js.publish(
             stored.subject,
             stored.data or b"",
