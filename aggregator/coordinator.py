@@ -2,9 +2,10 @@
 
 Flower waits without bound for its minimum number of clients and Sedna's FL waits for every
 client forever; here every wait has a deadline. A round ends as soon as every sampled edge has
-answered, or at `round_timeout_s` with whoever did. Updates for another round (late), from
-unsampled edges, undecodable or of the wrong shape are refused and recorded, never
-aggregated. Decoding happens in the reader task; aggregation and evaluation run in a thread.
+answered, or at `round_timeout_s` with whoever did. Updates for another round or another
+run of the job (late: their `instruction` is not this round's global model), from unsampled
+edges, undecodable or of the wrong shape are refused and recorded, never aggregated; only
+the sampled edges are waited for. Decoding happens in the reader task; aggregation and evaluation run in a thread.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aggregator.job import JobConfig, RoundRecord
 from aggregator.strategies import ClientUpdate, Strategy, Weights, make_strategy
 from aggregator.transport import CloudTransport
 from bus.lifecycle import ServiceTasks
-from schemas.errors import SchemaError
+from schemas.errors import EdgefabricError, SchemaError
 from schemas.federated import FitInstruction, FitUpdate, decode_update, encode_fit
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class Coordinator:
         await self._send(len(self.records) + 1, [], final=True)
         return self.records
 
-    async def _send(self, number: int, sampled: list[str], *, final: bool = False) -> None:
+    async def _send(self, number: int, sampled: list[str], *, final: bool = False) -> str:
         cfg = self.config
         train = cfg.train
         if cfg.strategy == "fedprox" and not train.proximal_mu:
@@ -128,6 +129,7 @@ class Coordinator:
         frame = await asyncio.to_thread(encode_fit, instruction, self.weights)
         async with asyncio.timeout(cfg.round_timeout_s):
             await self._transport.send_global(frame)
+        return instruction.message_id
 
     async def run_round(self, number: int) -> RoundRecord:
         """One round: send, collect until all answered or the timeout, aggregate if enough."""
@@ -136,21 +138,23 @@ class Coordinator:
         sampled = self._sample()
         got: dict[str, ClientUpdate] = {}
         rejected: dict[str, str] = {}
-        late = 0
+        late, sent = 0, ""
         try:
-            await self._send(number, sampled)
-        except (TimeoutError, OSError) as exc:
+            sent = await self._send(number, sampled)
+        except (TimeoutError, OSError, EdgefabricError) as exc:
             rejected["<cloud>"] = f"global model not sent: {exc}"
         deadline = started + self.config.round_timeout_s
-        while len(got) + len(rejected) < len(sampled) and "<cloud>" not in rejected:
+        waiting = set(sampled)
+        while waiting and sent:
             try:
                 async with asyncio.timeout_at(deadline):
                     edge, header, weights, problem = await self._inbox.get()
             except TimeoutError:
                 break
-            if header is not None and header.round != number:
-                late += 1
+            if header is not None and (header.round != number or header.instruction != sent):
+                late += 1  # an earlier round's, or replayed from an earlier run of the job
                 continue
+            waiting.discard(edge)
             problem = problem or self._problem(edge, header, weights, sampled)
             if problem:
                 rejected[edge] = problem
@@ -185,7 +189,7 @@ class Coordinator:
     ) -> RoundRecord:
         cfg = self.config
         missing = [e for e in sampled if e not in got and e not in rejected]
-        failures = len(missing) + len(rejected)
+        failures = len(missing) + sum(1 for e in rejected if e in sampled or e == "<cloud>")
         how = "all answered" if not failures else f"{len(got)}/{len(sampled)} answered"
         if missing:
             how += f", timeout after {cfg.round_timeout_s:g} s (missing: {', '.join(missing)})"

@@ -102,6 +102,7 @@ class EdgeTrainer:
             job=instruction.job,
             round=instruction.round,
             edge=self.edge,
+            instruction=instruction.message_id,
             num_examples=len(self._y),
             metrics={"train_accuracy": accuracy(trained, self._x, self._y)},
         )

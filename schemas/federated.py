@@ -58,12 +58,17 @@ class FitInstruction(Message):
 
 
 class FitUpdate(Message):
-    """Header of an update frame: an edge's weights after local training, and its sample count."""
+    """Header of an update frame: an edge's weights after local training, and its sample count.
+
+    `instruction` echoes the `message_id` of the `FitInstruction` it answers, so the cloud
+    can refuse an update replayed from an earlier run of a job with the same name.
+    """
 
     kind: Literal["fl_update"] = "fl_update"
     job: Name
     round: int = Field(ge=0)
     edge: Name
+    instruction: str = Field(default="", max_length=64)
     num_examples: int = Field(ge=1)
     metrics: dict[str, float] = Field(default_factory=dict)
     timestamp: float = Field(default_factory=now)
