@@ -352,6 +352,15 @@ class TwinService:
                     except SchemaError as exc:
                         await self.dead_letter(message, exc.reason)
                         continue
+                    # The ACL confines a mapper by topic, so the topic, not the body, says
+                    # whose reading it is (docs/security.md: a forged body names another device).
+                    if message.topic.split("/")[2:] != [reading.device, reading.property]:
+                        await self.dead_letter(
+                            message,
+                            f"body names {reading.device}/{reading.property}, "
+                            f"topic is {message.topic}",
+                        )
+                        continue
                     if reading.quality is not Quality.BAD:
                         rows.append(
                             (reading.device, reading.property, reading.value, reading.timestamp)

@@ -19,6 +19,7 @@ from schemas.twin import (
     TwinGetRequest,
     TwinGetResponse,
 )
+from tests.support import wait_for
 from tests.twin.helpers import collect, running_twin
 
 ODD = {"mode": 'eco "quiet" {night}', "steps": [1, 2.5, None], "on": True}
@@ -162,3 +163,19 @@ async def test_unparsable_payloads_go_to_dead_letter_and_the_twin_keeps_serving(
         reasons = [letter.reason for letter in letters.decoded(DeadLetter)]
         assert all(reasons)
         assert (await run.client.set("lamp", {"level": 5})).ok
+
+
+async def test_reading_whose_body_names_another_device_is_dead_lettered_not_reported(
+    amqtt_url: str, tmp_path: Path
+) -> None:
+    async with running_twin(amqtt_url, tmp_path / "twin.db") as run:
+        async with collect(run.app_bus, topics.dead_letter("twin")) as letters:
+            forged = Reading(device="plc-2", property="t", value=99)
+            honest = Reading(device="plc-1", property="t", value=1)
+            await run.app_bus.publish(topics.reading("plc-1", "t"), encode(forged))
+            await run.app_bus.publish(topics.reading("plc-1", "t"), encode(honest))
+            await letters.wait(lambda ms: ms, "the forged reading dead-lettered")
+            await wait_for(lambda: "t" in run.twin.store.reported("plc-1"), what="honest one")
+        (letter,) = letters.decoded(DeadLetter)
+        assert "plc-2" in letter.reason
+        assert run.twin.store.reported("plc-2") == {}
