@@ -169,6 +169,66 @@ async def desired_to_reported(url: str, db: Path, rounds: int) -> list[float]:
             return out
 
 
+async def cloud_to_reported(url: str, tmp: Path, rounds: int) -> list[float]:
+    """Cloud desired -> hub -> leaf -> bridge -> twin -> Modbus -> reported document in cloud."""
+    from bus.nats_server import HubSpec, LeafSpec, NatsServer
+    from edgefabric.config import EdgeConfig
+    from edgefabric.edge import Edge
+    from twin.cloud import CloudTwins
+
+    hub = NatsServer(
+        HubSpec(
+            name="hub",
+            port=free_port(),
+            leafnode_port=free_port(),
+            monitor_port=free_port(),
+            store_dir=tmp / "hub",
+        )
+    )
+    leaf_port = free_port()
+    assert isinstance(hub.spec, HubSpec)
+    leaf = NatsServer(
+        LeafSpec(
+            edge_id="edge-1",
+            port=leaf_port,
+            monitor_port=free_port(),
+            store_dir=tmp / "leaf",
+            hub_leaf_urls=(f"nats-leaf://127.0.0.1:{hub.spec.leafnode_port}",),
+        )
+    )
+    config = EdgeConfig.model_validate(
+        {
+            "edge_id": "edge-1",
+            "data_dir": str(tmp / "edge"),
+            "broker": {"embedded": False, "url": url},
+            "leaf": {"run": False, "port": leaf_port},
+        }
+    )
+    async with hub, leaf, ModbusPlcSimulator(port=free_port()) as plc:
+        await hub.wait_leaf_connected(timeout=15)
+        async with Edge(config, extra_devices=[plc_device(plc.port)]), CloudTwins(hub.url) as cloud:
+            out = []
+            for i in range(rounds):
+                value = round(10 + (i % 500) * 0.1, 1)  # register resolution
+                started = time.perf_counter()
+                cloud.set_desired("edge-1", "plc", {"setpoint": value})
+                async with asyncio.timeout(30):
+                    while True:
+                        doc = cloud.document("edge-1", "plc")
+                        prop = doc.properties.get("setpoint") if doc else None
+                        if (
+                            prop is not None
+                            and prop.desired is not None
+                            and prop.desired.value == value
+                            and doc is not None
+                            and not doc.delta()
+                        ):
+                            break
+                        await asyncio.sleep(0.0005)
+                out.append(time.perf_counter() - started)
+            return out
+
+
 def ms(values: list[float], q: float) -> str:
     return f"{percentile(values, q) * 1000:8.2f}"
 
@@ -184,6 +244,8 @@ async def main(kind: str, readings: int, rounds: int, warmup: int) -> None:
             alone = store_only(tmp / "store.db", readings)
             sets = (await desired_sets(url, tmp / "sets.db", rounds + warmup))[warmup:]
             e2e = (await desired_to_reported(url, tmp / "e2e.db", rounds + warmup))[warmup:]
+            cloud_rounds = max(1, rounds // 5)
+            cloud = (await cloud_to_reported(url, tmp / "cloud", cloud_rounds + warmup))[warmup:]
     rt_p50 = statistics.median(rt)
     print(f"broker: {kind}; readings {readings}, rounds {rounds} (+{warmup} warm-up, not counted)")
     print(f"{'figure':52} {'value':>12} {'vs baseline':>12}")
@@ -199,6 +261,10 @@ async def main(kind: str, readings: int, rounds: int, warmup: int) -> None:
     print(
         f"{'desired -> modbus write -> reported, delta empty':52} {ms(e2e, 0.5)} {ms(e2e, 0.99)}"
         f"  p50 {statistics.median(e2e) / rt_p50:.1f}x"
+    )
+    print(
+        f"{'cloud desired -> hub -> edge -> register -> cloud':52} {ms(cloud, 0.5)} "
+        f"{ms(cloud, 0.99)}  p50 {statistics.median(cloud) / rt_p50:.1f}x"
     )
 
 
