@@ -5,7 +5,8 @@ client forever; here every wait has a deadline. A round ends as soon as every sa
 answered, or at `round_timeout_s` with whoever did. Updates for another round or another
 run of the job (late: their `instruction` is not this round's global model), from unsampled
 edges, undecodable or of the wrong shape are refused and recorded, never aggregated; only
-the sampled edges are waited for. Decoding happens in the reader task; aggregation and evaluation run in a thread.
+the sampled edges are waited for. Decoding happens in the reader task; aggregation and
+evaluation run in a thread.
 """
 
 from __future__ import annotations

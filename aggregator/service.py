@@ -16,6 +16,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
 from aggregator.incremental import Dataset, IncrementalLearner
 from aggregator.labelling import Labeller, OnnxClassifier
 from aggregator.settings import LearningSettings
@@ -71,18 +75,34 @@ class LearningService:
             durable=durable,
             filter_subject=topics.uplink_filter(None, TrafficClass.HARD_EXAMPLES),
         )
+        self._hub_url = hub_url
+        self._nc: NatsClient | None = None
         self._tasks = ServiceTasks("aggregator.learning")
+
+    async def _on_people_labelled(self, _msg: Msg) -> None:
+        self.learner.labelled()
 
     async def __aenter__(self) -> Self:
         await self._consumer.__aenter__()
         try:
+            # Labels set by people (`edgefabric label set --hub`) arrive as a core message.
+            self._nc = await nats.connect(
+                self._hub_url, connect_timeout=2, max_reconnect_attempts=-1
+            )
+            await self._nc.subscribe(topics.learning_labelled(), cb=self._on_people_labelled)
             await self._tasks.__aenter__()
             self._tasks.spawn(self.labeller.run(self._frames()), "hard-examples")
             self._tasks.spawn(self.learner.run(), "learner")
         except BaseException:
+            await self._close_nats()
             await self._consumer.__aexit__(None, None, None)
             raise
         return self
+
+    async def _close_nats(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            await nc.close()
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -90,6 +110,7 @@ class LearningService:
         try:
             await self._tasks.__aexit__(et, e, tb)
         finally:
+            await self._close_nats()
             await self._consumer.__aexit__(et, e, tb)
             self.labeller.store.close()
 

@@ -302,3 +302,18 @@ def uplink_from_queue(edge: str, queue_subject: str) -> str:
 def fl_update_uplink_filter(job: str) -> str:
     """Cloud subject filter over every edge's updates for one federated job (from `fl_update`)."""
     return _subject("up", "*", TrafficClass.CONTROL.value, "fl", check_name(job), "update")
+
+
+def model_command_filter() -> str:
+    """Operator commands for any model on this edge (see `model_command`)."""
+    return _mqtt("models", "+", "command")
+
+
+def model_status_filter() -> str:
+    """Every model's status on this edge (see `model_status`)."""
+    return _mqtt("models", "+", "status")
+
+
+def learning_labelled() -> str:
+    """Core NATS subject on the hub: "people labelled hard examples" (wakes the learner)."""
+    return _subject("cloud", "learning", "labelled")

@@ -1,14 +1,15 @@
 """`edgefabric label list|set`: the people's side of the hard-example label queue.
 
 Both read and write the cloud's learning store directly (``<data-dir>/learning``); the store
-is SQLite in WAL mode, so this works while the cloud service runs. A label set here is used by
-the next retraining; the running learner is woken by its next event (an automatic label, the
-daily window opening, or the staleness bound), not by this command.
+is SQLite in WAL mode, so this works while the cloud service runs. With ``--hub`` a label set
+here wakes the running learner at once (a core NATS message); without it, the learner counts
+the label at its next event (an automatic label, the daily window opening, staleness).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -52,7 +53,27 @@ def _set(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"{full}: {args.label}")
+    if args.hub:
+        asyncio.run(_notify(args.hub))
     return 0
+
+
+async def _notify(hub_url: str) -> None:
+    """Wake the running learner; if the hub is away it counts the label at its next event."""
+    import nats
+
+    from schemas import topics
+
+    try:
+        async with asyncio.timeout(5):
+            nc = await nats.connect(hub_url, connect_timeout=2, allow_reconnect=False)
+            try:
+                await nc.publish(topics.learning_labelled(), b"")
+                await nc.flush()
+            finally:
+                await nc.close()
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        print(f"learner not notified ({exc}); it will count the label at its next event")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,4 +90,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     setting.add_argument("id")
     setting.add_argument("label", type=int)
     setting.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="cloud data dir")
+    setting.add_argument("--hub", help="hub URL: wake the running learner at once")
     setting.set_defaults(handler=_set)
