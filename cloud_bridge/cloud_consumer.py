@@ -113,7 +113,7 @@ class CloudConsumer:
 
     async def __aenter__(self) -> Self:
         self._nc = await nats.connect(
-            self._hub_url,
+            self._hub_url.split(","),  # a hub cluster: every node's URL, comma-separated
             user=self._user,
             password=self._password,
             max_reconnect_attempts=-1,
@@ -166,6 +166,11 @@ class CloudConsumer:
         except nats.errors.TimeoutError:
             return []
         except NATS_ERRORS as exc:  # hub restarting: the client reconnects on its own
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # nats.py can turn our cancellation into its own error (next_msg on a
+                # closing connection); swallowing it hung bench.bridge's consumer teardown.
+                raise asyncio.CancelledError from exc
             log.debug("uplink fetch failed: %s", exc)
             await asyncio.sleep(0.2)
             return []

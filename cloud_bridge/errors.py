@@ -38,7 +38,8 @@ NATS_ERRORS: tuple[type[BaseException], ...] = (
 
 
 async def log_nats_error(exc: Exception) -> None:
-    """nats.py's error callback: a lost or refused connection is expected while a link is
-    down (the client reconnects by itself), so it is logged, not printed with a traceback.
+    """Log nats.py's connection errors instead of printing their tracebacks.
+
+    A lost or refused connection is expected while a link is down; the client reconnects.
     """
     logging.getLogger("cloud_bridge.nats").debug("nats connection: %r", exc)

@@ -13,7 +13,7 @@ from typing import Self
 from bus.mqtt import MqttClient
 from cloud_bridge.bridge import CloudBridge
 from cloud_bridge.cloud_consumer import CloudConsumer, UplinkMessage
-from cloud_bridge.settings import BridgeSettings
+from cloud_bridge.settings import BridgeSettings, CloudStreamSettings
 from schemas import topics
 from tests.bridge.conftest import Rig
 
@@ -40,8 +40,10 @@ async def publish_numbered(broker_url: str, start: int, stop: int) -> None:
 class Collector:
     """Runs a cloud consumer in the background and keeps every message it yields."""
 
-    def __init__(self, hub_url: str, durable: str = "test") -> None:
-        self.consumer = CloudConsumer(hub_url, durable=durable)
+    def __init__(
+        self, hub_url: str, durable: str = "test", stream: CloudStreamSettings | None = None
+    ) -> None:
+        self.consumer = CloudConsumer(hub_url, durable=durable, stream=stream)
         self.got: list[UplinkMessage] = []
         self._task: asyncio.Task[None] | None = None
 
