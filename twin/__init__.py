@@ -2,6 +2,7 @@
 
 from twin.errors import TwinServiceError, TwinStoreError, TwinUpdateRefused
 from twin.service import TwinService
+from twin.settings import TwinSettings
 from twin.store import DesiredOutcome, ReportedValue, TwinStore
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "ReportedValue",
     "TwinService",
     "TwinServiceError",
+    "TwinSettings",
     "TwinStore",
     "TwinStoreError",
     "TwinUpdateRefused",
