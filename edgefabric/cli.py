@@ -105,10 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_command.register(sub)
     from edgefabric.commands import label as label_command
-    from edgefabric.commands import learning as learning_command
+    from edgefabric.commands import models as models_command
 
     label_command.register(sub)
-    learning_command.register(sub)
+    models_command.register(sub)  # `models history` included (was learning_command.register)
     return parser
 
 

@@ -20,6 +20,7 @@ from cloud_bridge.settings import BridgeSettings
 from edgefabric.config import EdgeConfig
 from mappers.device import DeviceInstance, load_devices
 from mappers.service import MapperService
+from pipelines.model_updates import ModelUpdater
 from pipelines.offload import OffloadService
 from pipelines.service import PipelineService
 from twin.service import TwinService
@@ -40,6 +41,7 @@ class Edge:
         self.twin: TwinService | None = None
         self.pipelines: PipelineService | None = None
         self.offload: OffloadService | None = None
+        self.models: ModelUpdater | None = None
         self.bridge: CloudBridge | None = None
         self.leaf: NatsServer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -120,6 +122,7 @@ class Edge:
                 )
             if cfg.pipelines.offload.models:
                 await self._start_offload(stack)
+            await self._start_model_updates(stack)
             if self.devices:
                 mapper_bus = await stack.enter_async_context(self._client("mappers"))
                 self.mappers = await stack.enter_async_context(
@@ -127,6 +130,22 @@ class Edge:
                 )
             self._stack = stack.pop_all()
         return self
+
+    async def _start_model_updates(self, stack: contextlib.AsyncExitStack) -> None:
+        """Model updates, status and rollback for every model slot the pipelines serve."""
+        slots = {**(self.pipelines.slots if self.pipelines else {})}
+        slots |= self.offload.slots() if self.offload else {}
+        if not slots or not self.config.pipelines.updates.enabled:
+            return
+        models_bus = await stack.enter_async_context(self._client("models"))
+        self.models = await stack.enter_async_context(
+            ModelUpdater(
+                self.config.pipelines.updates,
+                bus=models_bus,
+                slots=slots,
+                state_dir=self.config.data_dir / "models",
+            )
+        )
 
     async def _start_offload(self, stack: contextlib.AsyncExitStack) -> None:
         """Offload and joint inference; the cloud model is reached through the leaf."""

@@ -103,9 +103,13 @@ class ModelSlot:
         self.swaps += 1
 
     def rollback(self) -> bool:
-        """Go back to the previous version; False when there is none."""
+        """Go back to the previous version and drop the current one; False when there is none.
+
+        One step only: the version rolled back from is not kept to roll "forward" to, since
+        an operator rolls back because it is bad; a fixed model comes as a new version.
+        """
         if self.previous is None:
             return False
-        self.active, self.previous = self.previous, self.active
+        self.active, self.previous = self.previous, None
         self.swaps += 1
         return True

@@ -102,7 +102,7 @@ class OffloadService:
             version=cfg.version,
             session=make_session(path.read_bytes(), threads=cfg.intra_op_threads),
         )
-        slot = ModelSlot(cfg.name, loaded)
+        slot = ModelSlot(cfg.edge_model, loaded)
         cloud = None
         if nc is not None and cfg.cloud_model is not None:
             cloud = CloudModelClient(nc, cfg.cloud_model)
@@ -125,6 +125,10 @@ class OffloadService:
     def slot(self, name: str) -> ModelSlot:
         """The hot-swappable edge model of one offload model."""
         return self._models[name].joint.edge
+
+    def slots(self) -> dict[str, ModelSlot]:
+        """Every edge model slot by its model name (what model updates address)."""
+        return {m.joint.edge.name: m.joint.edge for m in self._models.values()}
 
     def hard_examples(self, name: str) -> HardExamplePublisher:
         """The hard-example publisher of one offload model."""

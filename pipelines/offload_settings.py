@@ -21,6 +21,9 @@ class OffloadModelSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Name = "digits"
+    edge_model: Name = Field(
+        default="digits-edge", description="the edge model's name for model updates and status"
+    )
     model_path: Path | None = None
     version: str = "1"
     cloud_model: Name | None = "digits-cloud"

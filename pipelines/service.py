@@ -1,4 +1,4 @@
-"""All pipelines of an edge, run together."""
+"""All streaming pipelines of an edge, run together."""
 
 from __future__ import annotations
 
@@ -7,15 +7,25 @@ from types import TracebackType
 from typing import Self
 
 from bus.mqtt import MqttClient
+from pipelines.model_slot import ModelSlot
 from pipelines.settings import PipelinesSettings
 from pipelines.streaming import StreamingPipeline
 
 
 class PipelineService:
-    """Starts every configured pipeline on one bus connection."""
+    """Starts every configured streaming pipeline on one bus connection.
+
+    Pipelines naming the same `model_name` share one model slot, so one model update
+    reaches all of them at once.
+    """
 
     def __init__(self, settings: PipelinesSettings, *, bus: MqttClient) -> None:
-        self.streaming = [StreamingPipeline(s, bus=bus) for s in settings.streaming]
+        self.streaming: list[StreamingPipeline] = []
+        self.slots: dict[str, ModelSlot] = {}
+        for s in settings.streaming:
+            pipeline = StreamingPipeline(s, bus=bus, slot=self.slots.get(s.model_name))
+            self.slots.setdefault(s.model_name, pipeline.slot)
+            self.streaming.append(pipeline)
         self._stack: contextlib.AsyncExitStack | None = None
 
     @property

@@ -1,9 +1,11 @@
 """Model updates, model status and model commands (rollback).
 
 A model update is a frame (`schemas.frames`): a `ModelUpdate` header and the ONNX bytes as the
-body. The header carries the SHA-256 of the body and, when the cloud signs its models, an
-Ed25519 signature over (name, version, sha256) (`schemas.signing`); the edge checks both
-before it loads anything.
+body, never base64 in JSON. The header carries the size and SHA-256 of the body and, when the
+cloud signs its models, an Ed25519 signature over (name, version, sha256) (`schemas.signing`);
+the edge checks them before it loads anything. A frame larger than the NATS payload limit is
+cut into chunks by the bridge and put back together before it is published on the edge's
+broker, so the pipeline always receives the whole frame.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class ModelStatus(Message):
     reason: str = ""
     candidate_version: str | None = None
     swaps: int = 0
+    correlation_id: str | None = Field(
+        default=None, max_length=128, description="set when answering a ModelCommand"
+    )
     timestamp: float = Field(default_factory=now)
 
 

@@ -1,0 +1,194 @@
+"""Model updates at the edge over a real broker: hot swap under load, refusals, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+
+from bus.mqtt import MqttClient
+from edgefabric.commands.models import read_status, rollback, update_frame
+from pipelines.anomaly_model import build_anomaly_onnx, train_anomaly_model
+from pipelines.digits import bundled_models, load_digits_split
+from pipelines.hem import HemSettings
+from pipelines.model_updates import ModelUpdater
+from pipelines.offload import OffloadService
+from pipelines.offload_client import OffloadClient
+from pipelines.offload_settings import OffloadModelSettings, OffloadSettings
+from pipelines.settings import ModelUpdateSettings, StreamingPipelineSettings
+from pipelines.streaming import StreamingPipeline, default_model
+from schemas import topics
+from schemas.codec import decode, encode
+from schemas.frames import pack
+from schemas.inference import InferenceResult
+from schemas.models import ModelState, ModelStatus, ModelUpdate
+from schemas.offload import OffloadResponse
+from schemas.readings import Reading
+from tests.support import wait_for
+
+EDGE, CLOUD = bundled_models()
+OFFLOAD = OffloadSettings(
+    models=[OffloadModelSettings(cloud_model=None, hem=HemSettings(method="EdgeOnly"))]
+)
+
+
+class Statuses:
+    def __init__(self) -> None:
+        self.seen: list[ModelStatus] = []
+
+    def latest(self) -> ModelStatus:
+        return self.seen[-1]
+
+
+@contextlib.asynccontextmanager
+async def edge(
+    url: str, state_dir: Path
+) -> AsyncIterator[tuple[MqttClient, OffloadService, ModelUpdater, Statuses]]:
+    """An offload service serving digits-edge v1, its updater, and the statuses it publishes."""
+    statuses = Statuses()
+    async with (
+        MqttClient(url, client_id="edge") as bus,
+        OffloadService(OFFLOAD, bus=bus, nc=None) as offload,
+        bus.subscribe(topics.model_status("digits-edge")) as sub,
+        ModelUpdater(
+            ModelUpdateSettings(), bus=bus, slots=offload.slots(), state_dir=state_dir
+        ) as updater,
+        asyncio.TaskGroup() as tg,
+    ):
+
+        async def collect() -> None:
+            async for message in sub:
+                statuses.seen.append(decode(ModelStatus, message.payload))
+
+        task = tg.create_task(collect())
+        try:
+            yield bus, offload, updater, statuses
+        finally:
+            task.cancel()
+
+
+async def test_a_model_update_swaps_in_under_load_with_zero_failed_inferences(
+    broker_url: str, tmp_path: Path
+):
+    x = load_digits_split().x_test
+    answers: list[OffloadResponse] = []
+    stop = asyncio.Event()
+    async with (
+        edge(broker_url, tmp_path) as (bus, offload, updater, statuses),
+        OffloadClient(bus, name="phone") as phone,
+    ):
+
+        async def load(worker: int) -> None:
+            i = worker
+            while not stop.is_set():
+                answers.append(await phone.infer("digits", x[i % len(x)], timeout=10))
+                i += 8
+
+        async with asyncio.TaskGroup() as tg:
+            for worker in range(8):
+                tg.create_task(load(worker))
+            await wait_for(lambda: len(answers) >= 50, what="load before the update")
+            # The cloud's deep model stands in for a retrained edge model: same input/output.
+            frame = update_frame("digits-edge", "2", CLOUD.read_bytes())
+            await bus.publish(topics.model_update("digits-edge"), frame, retain=True)
+            await wait_for(lambda: offload.slot("digits").version == "2", what="the swap")
+            swapped_at = len(answers)
+            await wait_for(lambda: len(answers) >= swapped_at + 50, what="load after the update")
+            stop.set()
+        await wait_for(lambda: statuses.seen and statuses.latest().active_version == "2")
+    versions = [a.answer.edge_result.model_version for a in answers if a.answer]
+    assert all(a.error is None for a in answers), [a.error for a in answers if a.error]
+    assert len(versions) == len(answers)
+    assert {"1", "2"} <= set(versions)
+    assert versions.index("2") > 0 and "1" not in versions[versions.index("2") + 20 :]
+    assert statuses.latest().state is ModelState.ACTIVE
+    assert statuses.latest().previous_version == "1"
+    assert updater.applied == 1
+
+
+def _bad_frames() -> dict[str, tuple[bytes, str]]:
+    good = EDGE.read_bytes()
+    wrong_digest = pack(
+        ModelUpdate(name="digits-edge", version="3", sha256="0" * 64, size=len(good)), good
+    )
+    narrow = train_anomaly_model(np.random.default_rng(0).normal(size=(8, 32)))
+    return {
+        "sha": (wrong_digest, "sha256 mismatch"),
+        "4": (update_frame("digits-edge", "4", b"\x08\x01garbage that is no onnx"), "cannot load"),
+        "5": (update_frame("digits-edge", "5", build_anomaly_onnx(narrow)), "32 wide"),
+    }
+
+
+async def test_a_corrupt_or_incompatible_model_is_refused_reported_and_never_served(
+    amqtt_url: str, tmp_path: Path
+):
+    x = load_digits_split().x_test
+    async with (
+        edge(amqtt_url, tmp_path) as (bus, offload, updater, statuses),
+        OffloadClient(bus, name="phone") as phone,
+    ):
+        await phone.infer("digits", x[0])  # a real input to validate candidates on
+        for frame, reason in _bad_frames().values():
+            before = len(statuses.seen)
+            await bus.publish(topics.model_update("digits-edge"), frame, retain=True)
+            await wait_for(lambda n=before: len(statuses.seen) > n, what=f"refusal: {reason}")
+            assert statuses.latest().state is ModelState.REJECTED
+            assert reason in statuses.latest().reason
+            assert statuses.latest().active_version == "1"
+        after = await phone.infer("digits", x[1])
+    assert after.error is None
+    assert after.answer is not None and after.answer.edge_result.model_version == "1"
+    assert updater.rejected == 3 and updater.applied == 0
+
+
+async def test_rollback_is_one_message_and_a_restart_does_not_bring_the_bad_version_back(
+    mosquitto_url: str, tmp_path: Path
+):
+    async with edge(mosquitto_url, tmp_path) as (bus, offload, _, statuses):
+        frame = update_frame("digits-edge", "2", CLOUD.read_bytes())
+        await bus.publish(topics.model_update("digits-edge"), frame, retain=True)
+        await wait_for(lambda: offload.slot("digits").version == "2", what="the swap")
+        answer = await rollback(bus, "digits-edge")
+        assert offload.slot("digits").version == "1"
+        nothing_left = await rollback(bus, "digits-edge")
+    assert answer.state is ModelState.ROLLED_BACK and answer.active_version == "1"
+    assert answer.reason == "rolled back from 2"
+    assert nothing_left.state is ModelState.REJECTED and nothing_left.active_version == "1"
+
+    # A restart on the same data dir: the retained v2 update is still on the broker, and the
+    # edge does not take the version it was told to roll back from.
+    async with edge(mosquitto_url, tmp_path) as (bus, offload, updater, _):
+        await wait_for(lambda: updater.ignored >= 1, what="the retained v2 update seen")
+        (status,) = await read_status(bus, "digits-edge")
+        assert offload.slot("digits").version == "1"
+    assert status.active_version == "1" and status.state is ModelState.ACTIVE
+
+
+async def test_a_streaming_pipeline_takes_an_update_and_its_results_name_the_new_version(
+    amqtt_url: str,
+):
+    settings = StreamingPipelineSettings(name="vib", property="vibration", window=4, hop=1)
+    versions: list[str] = []
+    async with (
+        MqttClient(amqtt_url, client_id="edge") as bus,
+        StreamingPipeline(settings, bus=bus) as pipeline,
+        ModelUpdater(
+            ModelUpdateSettings(), bus=bus, slots={settings.model_name: pipeline.slot}
+        ) as updater,
+        bus.subscribe(topics.results_filter("vib")) as results,
+    ):
+        v2 = settings.model_copy(update={"model_version": "2"})
+        frame = update_frame(settings.model_name, "2", default_model(v2))
+        await bus.publish(topics.model_update(settings.model_name), frame)
+        await wait_for(lambda: updater.applied == 1, what="the update applied")
+        for i in range(4):
+            reading = Reading(device="m-1", property="vibration", value=0.01 * i)
+            await bus.publish(topics.reading("m-1", "vibration"), encode(reading))
+        async with asyncio.timeout(10):
+            async for message in results:
+                versions.append(decode(InferenceResult, message.payload).model_version)
+                break
+    assert versions == ["2"]
