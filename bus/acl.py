@@ -267,6 +267,7 @@ def twin_rules(*, service: str = "twin") -> list[AclRule]:
             topics.twin_desired_set_filter(),
             topics.twin_get_filter(),
             f"{topics.ROOT}/devices/+/write/result",
+            topics.twin_reply("twin-writes"),  # where mappers answer the twin's device writes
         ),
         AclRule(access=Access.WRITE, topic=f"{topics.ROOT}/twin/#"),
         *_write(f"{topics.ROOT}/devices/+/write"),

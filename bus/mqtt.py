@@ -443,9 +443,13 @@ class MqttClient:
             ssl_context=self._tls_context if self._address.tls else None,
             timeout=self._connect_timeout,
         )
-        await conn.handshake(
-            self._connect_packet(version), handshake_timeout or self._connect_timeout
-        )
+        try:
+            await conn.handshake(
+                self._connect_packet(version), handshake_timeout or self._connect_timeout
+            )
+        except BaseException:
+            conn.abort(None)  # also when cancelled mid-handshake: never leak the socket
+            raise
         return conn
 
     async def _handshake(self, version: int) -> MqttConnection:

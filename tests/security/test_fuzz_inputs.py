@@ -184,12 +184,6 @@ async def test_pipeline_survives_hostile_readings(
         assert pipeline.rejected >= len(payloads)  # plus the probes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="twin/service.py trusts the device named in a Reading's body, not its topic, so a "
-    "mapper confined by the ACL to ef/readings/plc-1/+ can still update plc-2's twin; "
-    "owner: twin (compare reading.device/property with the topic levels, dead-letter if not)",
-)
 async def test_twin_refuses_a_reading_whose_body_names_another_device(
     mosquitto_url: str, observed: tuple[MqttClient, Observer], tmp_path: Path
 ) -> None:
@@ -209,12 +203,6 @@ async def test_twin_refuses_a_reading_whose_body_names_another_device(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipelines/streaming.py takes float(value), which accepts the strings 'nan' and "
-    "'inf': one hostile reading poisons a device's window until it slides out; owner: "
-    "pipelines (refuse non-finite values with math.isfinite, dead-letter them)",
-)
 async def test_pipeline_refuses_non_finite_values(
     mosquitto_url: str, observed: tuple[MqttClient, Observer]
 ) -> None:
