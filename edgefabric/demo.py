@@ -6,8 +6,9 @@ nats-server to the cloud hub, where a cloud consumer receives them. Then the act
 a desired value that reaches the PLC register through the twin; the cloud hub is killed and
 restarted while the edge keeps working, and the cloud catches up with nothing lost or
 duplicated; a phone offloads digit images that the edge answers, asking the cloud's deeper
-model about the hard ones (joint inference). Everything binds to 127.0.0.1 on free ports, in
-a temporary data directory.
+model about the hard ones (joint inference); the edge and three simulated sites run three
+rounds of federated learning through the bridge and the hub. Everything binds to 127.0.0.1 on
+free ports, in a temporary data directory.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from bus.mqtt import MqttClient
 from bus.ports import free_port
 from edgefabric.cloud import Cloud
 from edgefabric.config import BrokerSettings, CloudConfig, EdgeConfig, HubSettings, LeafSettings
-from edgefabric.demo_acts import PLC, joint_inference_act, outage_act, twin_write_act
+from edgefabric.demo_acts import (
+    PLC,
+    federated_act,
+    joint_inference_act,
+    outage_act,
+    twin_write_act,
+)
 from edgefabric.demo_view import DemoCounts, live_view, watch_bus, watch_cloud
 from edgefabric.edge import Edge
 from mappers.simulators.modbus_plc import ModbusPlcSimulator
@@ -118,9 +125,8 @@ async def run_demo(
 ) -> DemoCounts:
     """Run the demo for `duration` seconds (forever when None) and return what it measured.
 
-    The acts start at fixed times (twin write at 2 s, joint inference at 3 s, a 4 s link
-    outage at 5 s); a duration
-    too short for an act leaves it out.
+    The acts start at fixed times (twin write at 2 s, joint inference at 3 s, three federated
+    rounds at 3.5 s, a 4 s link outage at 8 s); a duration under 12 s leaves the last two out.
     """
     counts = DemoCounts()
     with tempfile.TemporaryDirectory(prefix="edgefabric-demo-") as tmp:
@@ -176,6 +182,13 @@ async def _run_acts(
             )
             if fits:
                 group.create_task(
-                    _after(5, lambda: outage_act(cloud, counts, out, seconds=4)),
+                    _after(
+                        3.5,
+                        lambda: federated_act(cloud, bus, counts, out, edge_id=EDGE_ID),
+                    ),
+                    name="demo.act.federated",
+                )
+                group.create_task(
+                    _after(8, lambda: outage_act(cloud, counts, out, seconds=4)),
                     name="demo.act.outage",
                 )

@@ -83,5 +83,7 @@ def test_demo_runs_for_a_duration_and_writes_nonzero_counts(tmp_path: Path):
     # The acts: a desired value reached the PLC and came back; an outage lost nothing.
     assert summary["acts"]["twin_write"]["reported"] == summary["acts"]["twin_write"]["desired"]
     assert summary["acts"]["outage"]["results_during_outage"] > 0
+    assert summary["acts"]["joint_inference"]["accuracy"] > 0.9
+    assert [r["status"] for r in summary["acts"]["federated"]["rounds"]] == ["completed"] * 3
     assert summary["results_not_in_cloud"] == 0
     assert summary["cloud_duplicates"] == 0
