@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import shutil
 import signal
 import sys
@@ -23,6 +24,8 @@ from urllib.parse import quote
 from bus.errors import NatsServerError
 
 CLOUD_DOMAIN = "cloud"
+DOWNLINK_STREAM = "EF_DOWN"
+"""Hub stream of cloud -> edge messages (cloud_bridge.settings re-uses this name)."""
 
 
 def find_nats_server() -> Path:
@@ -45,6 +48,69 @@ def _q(value: str) -> str:
     return json.dumps(value)
 
 
+def edge_inbox_prefix(edge: str) -> str:
+    """Inbox prefix of an edge's NATS clients on its leaf (``_INBOX.{edge}``).
+
+    Replies cross the leaf link on the requester's inbox; a per-edge prefix is what lets the
+    hub forward an edge only its own replies (`edge_leaf_permissions`).
+    """
+    return f"_INBOX.{edge}"
+
+
+def edge_leaf_permissions(edge: str) -> dict[str, list[str]]:
+    """What an edge's leaf connection may send to and receive from the hub.
+
+    On an accepted leaf connection the hub applies the user's permissions as for a client
+    (verified in tests/bridge/test_permissions.py): `publish` = subjects the leaf may send
+    into the hub, `subscribe` = subjects the hub forwards to the leaf.
+
+    Subject permissions check subjects, never request bodies: the JetStream API subjects
+    below are narrowed to this edge's downlink consumer name, but that consumer's filter is
+    in the request body, so an edge holding these credentials could bind `ef-down-{edge}`
+    with another edge's filter. Only separate accounts (one per edge, exports/imports)
+    close that; see docs/bridge.md.
+    """
+    api = f"$JS.{CLOUD_DOMAIN}.API"
+    consumer = f"{DOWNLINK_STREAM}.ef-down-{edge}"
+    inbox = edge_inbox_prefix(edge)
+    return {
+        "publish": [
+            f"ef.up.{edge}.>",
+            "ef.cloud.infer.>",
+            f"{api}.INFO",
+            f"{api}.CONSUMER.INFO.{consumer}",
+            f"{api}.CONSUMER.CREATE.{consumer}",
+            f"{api}.CONSUMER.CREATE.{consumer}.>",
+            f"{api}.CONSUMER.DURABLE.CREATE.{consumer}",
+            f"{api}.CONSUMER.MSG.NEXT.{consumer}",
+            f"$JS.ACK.{consumer}.>",
+            f"$JS.ACK.*.*.{consumer}.>",
+            f"{inbox}.>",
+        ],
+        "subscribe": [f"ef.down.{edge}.>", "ef.down.all.>", f"{inbox}.>"],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class LeafUser:
+    """One leaf credential on the hub; with `edge`, confined to that edge's subjects."""
+
+    user: str
+    password: str
+    edge: str | None = None
+
+    def render(self) -> str:
+        """The user entry of the hub's leafnode `authorization` block."""
+        entry = f"user: {_q(self.user)}, password: {_q(self.password)}"
+        if self.edge is not None:
+            perms = edge_leaf_permissions(self.edge)
+            entry += (
+                f", permissions: {{publish: {json.dumps(perms['publish'])},"
+                f" subscribe: {json.dumps(perms['subscribe'])}}}"
+            )
+        return f"{{{entry}}}"
+
+
 @dataclass(frozen=True, slots=True)
 class HubSpec:
     """A cloud hub: clients, leafnode listener, JetStream domain `cloud`, optional cluster."""
@@ -60,15 +126,18 @@ class HubSpec:
     sync_interval: str = "2m"
     max_payload: int = 1_048_576
     advertise_leaf_urls: bool = True
+    """False behind a proxy or NAT: a leaf that learned the hub's own address reconnects
+    there, around the proxy (found by bench.bridge: a black hole after a hub restart did
+    not cut the link)."""
     leaf_tls_cert: Path | None = None
     """Server certificate (PEM) for the leafnode listener; with `leaf_tls_key`, leaves must
     speak TLS."""
     leaf_tls_key: Path | None = None
-    leaf_users: tuple[tuple[str, str], ...] = ()
-    """(user, password) pairs a leaf must present; empty = no authentication."""
-    """False behind a proxy or NAT: a leaf that learned the hub's own address reconnects
-    there, around the proxy (found by bench.bridge: a black hole after a hub restart did
-    not cut the link)."""
+    leaf_users: tuple[LeafUser, ...] = ()
+    """Credentials a leaf must present (each confined to its edge's subjects when it names
+    one); empty = no authentication."""
+    cloud_password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    """Password of `cloud_user` (needed only with `leaf_users`); random unless given."""
 
     def render(self) -> str:
         """The server's config file text."""
@@ -89,6 +158,7 @@ class HubSpec:
             *([] if self.advertise_leaf_urls else ["  no_advertise: true"]),
             *self._leaf_security(),
             "}",
+            *self._authorization(),
         ]
         if self.cluster_port is not None:
             lines += [
@@ -110,10 +180,24 @@ class HubSpec:
                 "    timeout: 2",
                 "  }",
             ]
-        if self.leaf_users:
-            users = ", ".join(f"{{user: {_q(u)}, password: {_q(p)}}}" for u, p in self.leaf_users)
-            lines += [f"  authorization {{ users: [{users}] }}"]
         return lines
+
+    def _authorization(self) -> list[str]:
+        # A leafnode `authorization { users }` entry takes no `permissions` (nats-server
+        # refuses the field), so the leaf users live in the server's own user list, where
+        # permissions are allowed and a leaf without its own leafnode block authenticates.
+        # No `no_auth_user` for cloud clients: nats-server applies it to leaves as well, so a
+        # leaf without credentials got in (found by test_leaf_..._is_refused[no-credentials]).
+        # Cloud clients log in as the unrestricted `cloud_user` instead (`NatsServer.url`).
+        if not self.leaf_users:
+            return []
+        users = ", ".join(u.render() for u in (self.cloud_user, *self.leaf_users))
+        return [f"authorization {{ users: [{users}] }}"]
+
+    @property
+    def cloud_user(self) -> LeafUser:
+        """The unrestricted user of cloud services once leaf users are configured."""
+        return LeafUser("ef-cloud", self.cloud_password)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +284,17 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        """Client URL of this server."""
-        return f"nats://{self.spec.host}:{self.spec.port}"
+        """Client URL of this server.
+
+        On a hub with leaf users it carries the cloud user's credentials: every client must
+        then log in.
+        """
+        spec = self.spec
+        if isinstance(spec, HubSpec) and spec.leaf_users:
+            user = spec.cloud_user
+            login = f"{quote(user.user, safe='')}:{quote(user.password, safe='')}@"
+            return f"nats://{login}{spec.host}:{spec.port}"
+        return f"nats://{spec.host}:{spec.port}"
 
     @property
     def running(self) -> bool:
@@ -331,4 +424,15 @@ def pid_of(server: NatsServer) -> int | None:
     return process.pid if process is not None and process.returncode is None else None
 
 
-__all__ = ["CLOUD_DOMAIN", "HubSpec", "LeafSpec", "NatsServer", "find_nats_server", "pid_of"]
+__all__ = [
+    "CLOUD_DOMAIN",
+    "DOWNLINK_STREAM",
+    "HubSpec",
+    "LeafSpec",
+    "LeafUser",
+    "NatsServer",
+    "edge_inbox_prefix",
+    "edge_leaf_permissions",
+    "find_nats_server",
+    "pid_of",
+]

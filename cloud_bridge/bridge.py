@@ -34,6 +34,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from bus.errors import NotConnected
 from bus.lifecycle import ServiceTasks
 from bus.mqtt import ConnectionState, MqttClient
+from bus.nats_server import edge_inbox_prefix
 from bus.subscription import InboundMessage, Subscription
 from cloud_bridge.downlink import EdgeDownlink
 from cloud_bridge.errors import NATS_ERRORS, log_nats_error
@@ -127,6 +128,9 @@ class CloudBridge:
             name=f"edgefabric-bridge-{s.edge_id}",
             user=s.leaf_user,
             password=s.leaf_password,
+            # Replies from the hub reach this edge only on its own inbox prefix (the hub's
+            # per-edge leaf permissions forward nothing else).
+            inbox_prefix=edge_inbox_prefix(s.edge_id),
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.2,
             connect_timeout=2,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bus import nats_server
 from schemas.base import Name
 from schemas.topics import TrafficClass
 
 CLOUD_STREAM = "EF_UP"
-DOWNLINK_STREAM = "EF_DOWN"
+DOWNLINK_STREAM = nats_server.DOWNLINK_STREAM
 PRIORITY: tuple[TrafficClass, ...] = (
     TrafficClass.CONTROL,
     TrafficClass.TWIN,

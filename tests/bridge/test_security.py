@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime
 import ipaddress
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
-from bus.nats_server import HubSpec, LeafSpec, NatsServer
+from bus.nats_server import HubSpec, LeafSpec, LeafUser, NatsServer
 from bus.ports import free_port
+from cloud_bridge.downlink import MODEL, CloudPublisher
+from schemas.topics import TrafficClass
 from tests.bridge.conftest import Rig
 from tests.bridge.harness import Collector, assert_exactly, bridge_for, publish_numbered
 from tests.bridge.proxy import BlackHoleProxy
@@ -90,7 +97,10 @@ async def secure_rig(tmp_path: Path, mosquitto_url: str) -> AsyncIterator[Rig]:
         store_dir=tmp_path / "hub" / "js",
         leaf_tls_cert=pki.cert,
         leaf_tls_key=pki.key,
-        leaf_users=(("edge-1", "s3cret:/@"), ("edge-2", "other")),
+        leaf_users=(
+            LeafUser("edge-1", "s3cret:/@", "edge-1"),
+            LeafUser("edge-2", "other", "edge-2"),
+        ),
     )
     leaf = NatsServer(_leaf(tmp_path, hub_spec, "edge-1", "s3cret:/@", pki.ca))
     async with BlackHoleProxy(port=free_port(), target_host="127.0.0.1", target_port=1) as proxy:
@@ -131,7 +141,7 @@ async def test_bridge_forwards_over_a_tls_leaf_link_with_credentials(secure_rig:
     assert info["auth_required"] is True
 
 
-@pytest.mark.parametrize("case", ["wrong-password", "no-ca"])
+@pytest.mark.parametrize("case", ["wrong-password", "no-ca", "no-credentials"])
 async def test_leaf_with_a_wrong_password_or_without_tls_is_refused(
     secure_rig: Rig, case: str
 ) -> None:
@@ -140,9 +150,75 @@ async def test_leaf_with_a_wrong_password_or_without_tls_is_refused(
     assert isinstance(hub_spec, HubSpec)
     ca = None if case == "no-ca" else Path(str(rig.tmp_path / "pki" / "ca.pem"))
     password = "nope" if case == "wrong-password" else "other"
-    async with NatsServer(_leaf(rig.tmp_path, hub_spec, "edge-2", password, ca)) as intruder:
-        marker = "Authorization Violation" if case == "wrong-password" else "TLS Handshake Failure"
+    spec = _leaf(rig.tmp_path, hub_spec, "edge-2", password, ca)
+    if case == "no-credentials":  # the hub's no_auth_user is for cloud clients, not leaves
+        spec = dataclasses.replace(spec, hub_user=None, hub_password=None)
+    async with NatsServer(spec) as intruder:
+        marker = "TLS Handshake Failure" if case == "no-ca" else "Authorization Violation"
         await wait_for(
             lambda: marker in intruder.log_path.read_text(), timeout=15, what=f"{case} refused"
         )
         assert await rig.hub.leaf_connections() == 1  # only the rightful edge-1
+
+
+async def test_an_edge_leaf_sees_and_sends_only_its_own_subjects(secure_rig: Rig) -> None:
+    """Per-edge permissions on the hub: edge-1's leaf cannot read or forge edge-2's traffic.
+
+    Each negative check is followed on the same connection by a permitted message: the leaf
+    link keeps order, so once the permitted one has arrived the forbidden one would have too.
+    """
+    rig = secure_rig
+    at_edge: list[str] = []
+    at_hub: list[str] = []
+    hub = await nats.connect(rig.hub.url)
+    edge = await nats.connect(rig.leaf.url, inbox_prefix="_INBOX.edge-1")
+    try:
+        await edge.subscribe("ef.>", cb=_keep(at_edge))
+        await hub.subscribe("ef.up.>", cb=_keep(at_hub))
+        # Interest crosses the link asynchronously: repeat the permitted message until seen.
+        await _until_seen(hub, "ef.down.edge-1.model.ping", at_edge)
+        for subject in ("ef.up.edge-2.results.x", "ef.down.edge-2.model.m", "ef.up.edge-1.x"):
+            await hub.publish(subject, b"")
+        await _until_seen(hub, "ef.down.all.model.last", at_edge)
+        assert set(at_edge) == {"ef.down.edge-1.model.ping", "ef.down.all.model.last"}
+        await _until_seen(edge, "ef.up.edge-1.results.first", at_hub)
+        await edge.publish("ef.up.edge-2.results.forged", b"")
+        await _until_seen(edge, "ef.up.edge-1.results.own", at_hub)
+        assert "ef.up.edge-2.results.forged" not in at_hub
+    finally:
+        await edge.close()
+        await hub.close()
+
+
+def _keep(into: list[str]) -> Callable[[Msg], Awaitable[None]]:
+    async def cb(msg: Msg) -> None:
+        into.append(msg.subject)
+
+    return cb
+
+
+async def _until_seen(nc: NatsClient, subject: str, seen: list[str]) -> None:
+    async with asyncio.timeout(10):
+        while subject not in seen:
+            await nc.publish(subject, b"")
+            await nc.flush()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    while subject not in seen:  # noqa: ASYNC110 - filled by a callback
+                        await asyncio.sleep(0.01)
+
+
+async def test_a_confined_edge_bridge_forwards_and_receives_its_downlink(secure_rig: Rig) -> None:
+    rig = secure_rig
+    async with CloudPublisher(rig.hub.url) as cloud:
+        await cloud.publish(rig.edge_id, MODEL, "detector", payload=b"v1")
+        await cloud.publish("edge-2", MODEL, "other", payload=b"not for edge-1")
+    async with bridge_for(rig) as bridge, Collector(rig.hub.url) as collector:
+        await publish_numbered(rig.broker_url, 0, 20)
+        downlink = bridge.downlink
+        assert downlink is not None
+        await wait_for(lambda: len(collector.got) >= 20, timeout=30, what="uplink")
+        await wait_for(lambda: downlink.delivered >= 1, timeout=30, what="downlink")
+    assert_exactly(collector.got, 20)
+    assert {m.traffic_class for m in collector.got} == {TrafficClass.RESULTS}
+    assert downlink.delivered == 1
