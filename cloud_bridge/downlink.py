@@ -84,15 +84,25 @@ class CloudPublisher:
 
     Args:
         hub_url: the hub's client URL.
+        user: hub login (None = anonymous or in the URL).
+        password: hub password.
+        replicas: copies of `EF_DOWN` in a hub cluster (as `CloudStreamSettings.replicas`
+            for `EF_UP`).
 
     """
 
     def __init__(
-        self, hub_url: str, *, user: str | None = None, password: str | None = None
+        self,
+        hub_url: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        replicas: int = 1,
     ) -> None:
         self._hub_url = hub_url
         self._user = user
         self._password = password
+        self._replicas = replicas
         self._nc: NatsClient | None = None
 
     async def __aenter__(self) -> Self:
@@ -104,7 +114,7 @@ class CloudPublisher:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.2,
         )
-        await ensure_downlink_stream(self._nc)
+        await ensure_downlink_stream(self._nc, replicas=self._replicas)
         return self
 
     async def __aexit__(

@@ -14,6 +14,7 @@ UPLINK_ROUTES: tuple[tuple[str, TrafficClass], ...] = (
     (topics.hard_examples_filter(), TrafficClass.HARD_EXAMPLES),
     (topics.device_status_filter(), TrafficClass.TWIN),
     (topics.ROOT + "/twin/+/document", TrafficClass.TWIN),
+    (topics.ROOT + "/twin/+/errors", TrafficClass.TWIN),
     (topics.fl_update_filter(), TrafficClass.CONTROL),
 )
 """MQTT filters the bridge subscribes to, highest-priority class last in the table is fine:

@@ -87,7 +87,11 @@ class Cloud:
                 self.learning = await stack.enter_async_context(
                     build_learning_service(
                         self.config.hub.url,
-                        await stack.enter_async_context(CloudPublisher(self.config.hub.url)),
+                        await stack.enter_async_context(
+                            CloudPublisher(
+                                self.config.hub.url, replicas=self.config.stream.replicas
+                            )
+                        ),
                         data_dir=self.config.data_dir,
                         settings=self.config.learning,
                     )

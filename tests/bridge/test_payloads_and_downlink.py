@@ -78,3 +78,17 @@ async def test_bridge_status_is_published_retained_and_printed(rig: Rig) -> None
         )
     assert "link up" in done.stdout, done.stdout + done.stderr
     assert "hard-examples" in done.stdout
+
+
+async def test_twin_errors_and_documents_reach_the_cloud_as_twin_traffic(rig: Rig) -> None:
+    sent = {
+        topics.twin_errors("plc-1"): b'{"reason": "denied"}',
+        topics.twin_document("plc-1"): b"{}",
+    }
+    async with bridge_for(rig), Collector(rig.hub.url) as cloud:
+        async with MqttClient(rig.broker_url, client_id="twin") as client:
+            for topic, payload in sent.items():
+                await client.publish(topic, payload)
+        await wait_for(lambda: len(cloud.got) >= 2, timeout=30, what="twin traffic forwarded")
+    assert {m.topic: m.payload for m in cloud.got} == sent
+    assert {m.traffic_class for m in cloud.got} == {TrafficClass.TWIN}
