@@ -1,12 +1,16 @@
 """Bench of the inference pipelines, all in one run on one machine.
 
-Run: python -m bench.pipelines [--broker mosquitto|amqtt] [--requests 2000]
+Run: python -m bench.pipelines [--broker mosquitto|amqtt] [--requests 2000] [--readings 20000]
 
   * edge inference latency: the same ONNX model called bare (onnxruntime `run`, the floor),
     through `ModelSlot.run` (worker thread), and through the whole offload path (MQTT request
     -> OffloadService -> MQTT answer), p50/p99;
   * batching: samples/s when each inference takes one sample vs 32 at a time (what
     micro-batching buys when readings queue up);
+  * streaming pipeline (readings -> window -> model -> result, over the broker): results/s
+    when readings arrive faster than single inferences, with micro-batching off
+    (max_batch 1) and on (max_batch 32); reading -> result latency p50/p99 at a paced
+    1,000 readings/s against a bare onnxruntime call on the same model;
   * joint inference on the held-out digits: accuracy and share sent to the cloud for
     edge-only, cloud-only and joint (Sedna's CrossEntropy at 0.5 and 0.6, Threshold 0.6), the
     cloud model served by a real nats-server through a leaf.
@@ -34,6 +38,12 @@ from pipelines.model_slot import LoadedModel, ModelSlot, make_session
 from pipelines.offload import OffloadService
 from pipelines.offload_client import OffloadClient
 from pipelines.offload_settings import OffloadModelSettings, OffloadSettings
+from pipelines.settings import StreamingPipelineSettings
+from pipelines.streaming import StreamingPipeline, default_model
+from schemas import topics
+from schemas.codec import decode, encode
+from schemas.inference import InferenceResult
+from schemas.readings import Reading
 
 
 def ms(values: list[float]) -> str:
@@ -84,6 +94,71 @@ async def latency(
         ("samples/s, one per call", f"{single_rate:10.0f}"),
         ("samples/s, 32 per call (micro-batch)", f"{batched_rate:10.0f}"),
         ("  ratio", f"{batched_rate / single_rate:10.1f}x"),
+    ]
+
+
+# A queue big enough that nothing is dropped: the bench measures how fast the backlog drains.
+STREAM = StreamingPipelineSettings(
+    name="bench", property="vibration", window=32, hop=1, queue_size=1_000_000
+)
+
+
+async def _stream_run(url: str, settings: StreamingPipelineSettings, readings: int, rate: float):
+    """Publish `readings` over 10 devices (at `rate`/s, 0 = flat out); results and latencies."""
+    devices = 10
+    expected = readings - devices * (settings.window - 1)
+    latencies: list[float] = []
+    done = asyncio.Event()
+    async with (
+        MqttClient(url, client_id="bench-pipe") as pipe_bus,
+        StreamingPipeline(settings, bus=pipe_bus) as pipeline,
+        MqttClient(url, client_id="bench-sensors") as bus,
+        bus.subscribe(topics.results_filter(settings.name), maxsize=100_000) as results,
+    ):
+
+        async def collect() -> None:
+            async for message in results:
+                result = decode(InferenceResult, message.payload)
+                latencies.append(time.time() - result.source_timestamp)
+                if len(latencies) >= expected:
+                    done.set()
+                    return
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(collect())
+            started = time.perf_counter()
+            for i in range(readings):
+                device = f"s{i % devices}"
+                reading = Reading(device=device, property="vibration", value=0.01 * (i % 7))
+                await bus.publish(topics.reading(device, "vibration"), encode(reading), qos=0)
+                if rate:
+                    await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.perf_counter()))
+            async with asyncio.timeout(120):
+                await done.wait()
+            elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, latencies, pipeline.batches
+
+
+async def streaming(url: str, readings: int) -> list[tuple[str, str]]:
+    session = make_session(default_model(STREAM))
+    window = np.zeros((1, 32), dtype=np.float32)
+    bare = []
+    for _ in range(2000):
+        t = time.perf_counter()
+        session.run(None, {"window": window})
+        bare.append(time.perf_counter() - t)
+    single = STREAM.model_copy(update={"max_batch": 1})
+    batched = STREAM.model_copy(update={"max_batch": 32})
+    rate_1, _, calls_1 = await _stream_run(url, single, readings, 0)
+    rate_32, _, calls_32 = await _stream_run(url, batched, readings, 0)
+    _, paced, _ = await _stream_run(url, batched, 3000, 1000)
+    return [
+        ("streaming pipeline (window 32, hop 1, 10 devices)", ""),
+        ("  results/s flat out, max_batch 1", f"{rate_1:10.0f}   ({calls_1} calls)"),
+        ("  results/s flat out, max_batch 32", f"{rate_32:10.0f}   ({calls_32} calls)"),
+        ("  ratio", f"{rate_32 / rate_1:10.2f}x"),
+        ("  reading -> result at 1,000/s, p50 / p99 (ms)", ms(paced)),
+        ("  bare onnxruntime run, same model (ms)", ms(bare)),
     ]
 
 
@@ -153,14 +228,15 @@ async def _joint_run(url, nc, edge_model, hem, split, data_dir) -> str:
     return f"accuracy {correct / n:6.2%}   to cloud {cloud / n:6.1%}   p99 {p99:5.1f} ms"
 
 
-async def main(kind: str, requests: int) -> None:
+async def main(kind: str, requests: int, readings: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         models = build_models(root / "models")
         async with broker(kind) as url:
             rows = await latency(models.edge, url, requests, root)
+            rows += await streaming(url, readings)
             rows += await joint(root / "models", url, root)
-    print(f"broker: {kind}   requests: {requests}")
+    print(f"broker: {kind}   requests: {requests}   readings: {readings}")
     print(table(rows))
 
 
@@ -168,5 +244,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--broker", choices=["mosquitto", "amqtt"], default="mosquitto")
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--readings", type=int, default=20_000, help="streaming, flat out")
     args = parser.parse_args()
-    asyncio.run(main(args.broker, args.requests))
+    asyncio.run(main(args.broker, args.requests, args.readings))
