@@ -16,8 +16,13 @@ from nats.aio.client import Client as NatsClient
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, *, name: str, connect_timeout: float = 2.0) -> NatsClient:
+async def connect(
+    url: str, *, name: str, connect_timeout: float = 2.0, inbox_prefix: str = "_INBOX"
+) -> NatsClient:
     """Connect to `url`; later outages are ridden out by nats-py's reconnect loop.
+
+    `inbox_prefix` must be the edge's own (`bus.nats_server.edge_inbox_prefix`) on a leaf
+    whose hub confines each edge to its subjects, or request replies never come back.
 
     Raises:
         nats.errors.NoServersError: nothing answered at start-up within the timeout.
@@ -41,4 +46,5 @@ async def connect(url: str, *, name: str, connect_timeout: float = 2.0) -> NatsC
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        inbox_prefix=inbox_prefix,
     )

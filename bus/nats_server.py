@@ -24,6 +24,8 @@ from urllib.parse import quote
 from bus.errors import NatsServerError
 
 CLOUD_DOMAIN = "cloud"
+CLOUD_USER = "ef-cloud"
+"""The hub login of cloud services once edges log in with their own (confined) users."""
 DOWNLINK_STREAM = "EF_DOWN"
 """Hub stream of cloud -> edge messages (cloud_bridge.settings re-uses this name)."""
 
@@ -197,7 +199,7 @@ class HubSpec:
     @property
     def cloud_user(self) -> LeafUser:
         """The unrestricted user of cloud services once leaf users are configured."""
-        return LeafUser("ef-cloud", self.cloud_password)
+        return LeafUser(CLOUD_USER, self.cloud_password)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from types import TracebackType
 from typing import Self
 
 from aggregator.service import LearningService, build_learning_service
-from bus.nats_server import HubSpec, NatsServer
+from bus.nats_server import HubSpec, LeafUser, NatsServer
 from cloud_bridge.cloud_consumer import CloudConsumer, UplinkMessage
 from cloud_bridge.downlink import CloudPublisher
 from edgefabric.config import CloudConfig
@@ -67,18 +68,7 @@ class Cloud:
         hub = self.config.hub
         async with contextlib.AsyncExitStack() as stack:
             if hub.run:
-                self.hub = await stack.enter_async_context(
-                    NatsServer(
-                        HubSpec(
-                            name="hub",
-                            host=hub.host,
-                            port=hub.port,
-                            leafnode_port=hub.leafnode_port,
-                            monitor_port=hub.monitor_port,
-                            store_dir=self.config.data_dir / "nats",
-                        )
-                    )
-                )
+                self.hub = await stack.enter_async_context(NatsServer(self._hub_spec()))
             if self.config.inference.enabled and self.config.inference.models:
                 self.inference = await stack.enter_async_context(
                     CloudInferenceService(self.config.hub.url, self._inference_models())
@@ -98,6 +88,24 @@ class Cloud:
                 )
             self._stack = stack.pop_all()
         return self
+
+    def _hub_spec(self) -> HubSpec:
+        """The hub's nats-server spec, with leaf TLS and per-edge logins when configured."""
+        hub = self.config.hub
+        spec = HubSpec(
+            name="hub",
+            host=hub.host,
+            port=hub.port,
+            leafnode_port=hub.leafnode_port,
+            monitor_port=hub.monitor_port,
+            store_dir=self.config.data_dir / "nats",
+            leaf_tls_cert=hub.leaf_tls_cert,
+            leaf_tls_key=hub.leaf_tls_key,
+            leaf_users=tuple(LeafUser(u.user, u.password, edge=u.edge) for u in hub.leaf_users),
+        )
+        if hub.cloud_password:
+            spec = dataclasses.replace(spec, cloud_password=hub.cloud_password)
+        return spec
 
     def _inference_models(self) -> dict[str, ModelSlot]:
         """The deep models; the repo's digits cloud model when no file is given."""

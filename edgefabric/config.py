@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Self, TypeVar
+from urllib.parse import quote
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aggregator.settings import LearningSettings
+from bus.nats_server import CLOUD_USER
 from bus.security import MqttSecuritySettings
 from bus.url import parse_broker_url
 from cloud_bridge.settings import CloudStreamSettings
@@ -61,6 +63,15 @@ class LeafSettings(_Frozen):
         default_factory=lambda: ["nats-leaf://127.0.0.1:7422"], min_length=1
     )
     sync_interval: str = "2m"
+    hub_user: str | None = Field(default=None, description="this edge's leaf login at the hub")
+    hub_password: str | None = Field(default=None, repr=False)
+    hub_ca_file: Path | None = Field(default=None, description="CA that signed the hub's cert")
+
+    @model_validator(mode="after")
+    def _credentials_come_in_pairs(self) -> Self:
+        if (self.hub_user is None) != (self.hub_password is None):
+            raise ValueError("hub_user and hub_password go together")
+        return self
 
     @property
     def url(self) -> str:
@@ -101,6 +112,14 @@ class EdgeConfig(_Frozen):
         return self
 
 
+class LeafUserSettings(_Frozen):
+    """One edge's leaf login at the hub; `edge` confines it to that edge's subjects."""
+
+    user: Name
+    password: str = Field(min_length=8, repr=False)
+    edge: Name | None = None
+
+
 class HubSettings(_Frozen):
     """The cloud hub nats-server."""
 
@@ -109,10 +128,27 @@ class HubSettings(_Frozen):
     port: int = Field(default=4222, ge=1, le=65535)
     leafnode_port: int = Field(default=7422, ge=1, le=65535)
     monitor_port: int = Field(default=8222, ge=1, le=65535)
+    leaf_tls_cert: Path | None = None
+    leaf_tls_key: Path | None = None
+    leaf_users: list[LeafUserSettings] = Field(default_factory=list)
+    cloud_password: str | None = Field(
+        default=None, repr=False, description="login of cloud services once leaf_users are set"
+    )
+
+    @model_validator(mode="after")
+    def _secured_hub_is_complete(self) -> Self:
+        if (self.leaf_tls_cert is None) != (self.leaf_tls_key is None):
+            raise ValueError("leaf_tls_cert and leaf_tls_key go together")
+        if self.leaf_users and not self.cloud_password:
+            raise ValueError("cloud_password is required once leaf_users are set")
+        return self
 
     @property
     def url(self) -> str:
-        """Client URL of the hub."""
+        """Client URL of the hub (with the cloud login once leaf users are configured)."""
+        if self.leaf_users and self.cloud_password:
+            login = f"{CLOUD_USER}:{quote(self.cloud_password, safe='')}@"
+            return f"nats://{login}{self.host}:{self.port}"
         return f"nats://{self.host}:{self.port}"
 
 

@@ -14,7 +14,7 @@ from typing import Self
 from bus.broker import EmbeddedBroker
 from bus.mqtt import MqttClient, ProtocolChoice
 from bus.nats_client import connect
-from bus.nats_server import LeafSpec, NatsServer
+from bus.nats_server import LeafSpec, NatsServer, edge_inbox_prefix
 from cloud_bridge.bridge import CloudBridge
 from cloud_bridge.settings import BridgeSettings
 from edgefabric.config import EdgeConfig
@@ -86,6 +86,9 @@ class Edge:
                             store_dir=cfg.data_dir / "nats",
                             hub_leaf_urls=tuple(cfg.leaf.hub_leaf_urls),
                             sync_interval=cfg.leaf.sync_interval,
+                            hub_user=cfg.leaf.hub_user,
+                            hub_password=cfg.leaf.hub_password,
+                            hub_ca_file=cfg.leaf.hub_ca_file,
                         )
                     )
                 )
@@ -152,7 +155,11 @@ class Edge:
         cfg = self.config
         nc = None
         if cfg.bridge.enabled:
-            nc = await connect(cfg.leaf.url, name=f"{cfg.edge_id}-offload")
+            nc = await connect(
+                cfg.leaf.url,
+                name=f"{cfg.edge_id}-offload",
+                inbox_prefix=edge_inbox_prefix(cfg.edge_id),
+            )
             stack.push_async_callback(nc.close)
         offload_bus = await stack.enter_async_context(self._client("offload"))
         self.offload = await stack.enter_async_context(
