@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from bus.broker import EmbeddedBroker
+from bench.common import broker as bench_broker
+from bench.common import percentile
 from bus.mqtt import MqttClient
 from bus.nats_server import HubSpec, LeafSpec, NatsServer
 from bus.ports import free_port
@@ -36,10 +35,7 @@ from schemas.codec import decode, encode
 from schemas.inference import InferenceResult
 from schemas.readings import Reading
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+pct = percentile
 
 
 async def raw_round_trip(url: str, count: int) -> tuple[float, list[float]]:
@@ -243,31 +239,10 @@ async def device_to_cloud(url: str | None, seconds: float, data_dir: Path) -> li
     return latencies[5:]  # drop warm-up
 
 
-def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-        "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
-    )
-    process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
-    return process, f"mqtt://127.0.0.1:{port}"
-
-
 async def main(broker: str, seconds: float, count: int, rate: int) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        process = None
-        embedded = None
-        if broker == "mosquitto":
-            process, url = start_mosquitto(tmp)
-        else:
-            embedded = EmbeddedBroker(port=free_port())
-            await embedded.__aenter__()
-            url = embedded.url
-        try:
+        async with bench_broker(broker) as url:
             paho_rate = await asyncio.to_thread(paho_round_trip, url, count)
             raw_rate, raw_lat = await raw_round_trip(url, count)
             edge_rate = await edge_throughput(url, count, tmp / "tp")
@@ -275,11 +250,6 @@ async def main(broker: str, seconds: float, count: int, rate: int) -> None:
             latencies = await device_to_cloud(
                 None if broker == "amqtt" else url, seconds, tmp / "lat"
             )
-        finally:
-            if embedded is not None:
-                await embedded.__aexit__(None, None, None)
-            if process is not None:
-                process.kill()
     ms = [x * 1000 for x in latencies]
     raw_ms = [x * 1000 for x in raw_lat]
     print(f"broker: {broker}   messages: {count}   latency window: {seconds:.0f} s")

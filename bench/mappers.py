@@ -13,16 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
-from bus.broker import EmbeddedBroker
+from bench.common import broker
 from bus.mqtt import MqttClient
 from bus.ports import free_port
 from bus.subscription import Overflow
@@ -46,32 +40,6 @@ def device(name: str, port: int, props: int, *, merge: bool, cycle_ms: int) -> D
             "properties": [{"name": f"p{i}", "modbus": {"offset": i}} for i in range(props)],
         }
     )
-
-
-@asynccontextmanager
-async def broker(kind: str) -> AsyncIterator[str]:
-    """An amqtt or Mosquitto broker on a free port."""
-    if kind == "amqtt":
-        async with EmbeddedBroker(port=free_port()) as embedded:
-            yield embedded.url
-        return
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        conf = Path(tmp) / "m.conf"
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
-        )
-        process = await asyncio.create_subprocess_exec(
-            binary, "-c", str(conf), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            await asyncio.sleep(0.3)
-            yield f"mqtt://127.0.0.1:{port}"
-        finally:
-            process.kill()
-            await process.wait()
 
 
 async def run_once(
