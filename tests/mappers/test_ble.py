@@ -28,7 +28,7 @@ from schemas.readings import (
     Reading,
     WriteErrorCode,
 )
-from tests.mappers.helpers import collect
+from tests.support import collect
 
 DIVIDE_128 = [{"operationType": "Divide", "operationValue": 128}]
 

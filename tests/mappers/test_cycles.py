@@ -7,8 +7,8 @@ from mappers.service import MapperService
 from mappers.simulators.modbus_plc import ModbusPlcSimulator, RegisterKind
 from schemas import topics
 from schemas.readings import DeviceState, DeviceStatus, Reading
-from tests.mappers.helpers import collect, modbus_device
-from tests.support import wait_for
+from tests.mappers.helpers import modbus_device
+from tests.support import collect, wait_for
 
 
 async def test_a_report_cycle_publishes_the_latest_value_less_often_than_it_is_collected(

@@ -16,7 +16,8 @@ from mappers.service import MapperService
 from mappers.simulators.modbus_plc import ModbusPlcSimulator, RegisterKind
 from schemas import topics
 from schemas.readings import DeviceState, DeviceStatus, Reading
-from tests.mappers.helpers import EXAMPLES, collect, modbus_device
+from tests.mappers.helpers import EXAMPLES, modbus_device
+from tests.support import collect
 
 
 def _states(statuses: list[DeviceStatus], device: str) -> list[DeviceState]:

@@ -14,7 +14,8 @@ from mappers.simulators.modbus_plc import ModbusPlcSimulator, RegisterKind
 from schemas import topics
 from schemas.codec import encode
 from schemas.readings import DeviceWrite, DeviceWriteResult, Reading
-from tests.mappers.helpers import collect, modbus_device
+from tests.mappers.helpers import modbus_device
+from tests.support import collect
 
 # (data type, struct format or None, value); strings and booleans are handled by hand.
 CASES: list[tuple[str, str | None, Any]] = [

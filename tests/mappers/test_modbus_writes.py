@@ -11,7 +11,8 @@ from schemas import topics
 from schemas.codec import encode
 from schemas.readings import DeviceWrite, DeviceWriteResult, Reading, WriteErrorCode
 from schemas.status import DeadLetter
-from tests.mappers.helpers import collect, modbus_device
+from tests.mappers.helpers import modbus_device
+from tests.support import collect
 
 RW = {"accessMode": "ReadWrite"}
 

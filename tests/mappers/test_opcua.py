@@ -24,7 +24,7 @@ from schemas.readings import (
     Reading,
     WriteErrorCode,
 )
-from tests.mappers.helpers import collect
+from tests.support import collect
 
 PROPS: list[dict[str, Any]] = [
     {"name": "speed", "opcua": {"nodeID": "ns=2;s=Spindle.Speed"}, "accessMode": "ReadWrite"},

@@ -19,8 +19,8 @@ from schemas.twin import (
     TwinGetRequest,
     TwinGetResponse,
 )
-from tests.support import wait_for
-from tests.twin.helpers import collect, running_twin
+from tests.support import collect, wait_for
+from tests.twin.helpers import running_twin
 
 ODD = {"mode": 'eco "quiet" {night}', "steps": [1, 2.5, None], "on": True}
 

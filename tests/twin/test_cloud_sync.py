@@ -23,8 +23,7 @@ from schemas.readings import DeviceState
 from schemas.twin import TwinDocument, TwinError, TwinErrorCode, TwinSource
 from tests.conftest import NatsLink
 from tests.mappers.helpers import modbus_device
-from tests.support import wait_for
-from tests.twin.helpers import collect
+from tests.support import collect, wait_for
 from twin.client import TwinClient
 from twin.cloud import CloudTwins
 from twin.service import TwinService

@@ -13,8 +13,8 @@ from mappers.simulators.modbus_plc import ModbusPlcSimulator, RegisterKind
 from schemas import topics
 from schemas.twin import TwinError, TwinErrorCode, WriteState
 from tests.mappers.helpers import modbus_device
-from tests.support import wait_for
-from tests.twin.helpers import Running, collect, running_twin
+from tests.support import collect, wait_for
+from tests.twin.helpers import Running, running_twin
 
 RW = {"accessMode": "ReadWrite"}
 

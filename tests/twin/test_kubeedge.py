@@ -12,7 +12,8 @@ from pathlib import Path
 from schemas import topics
 from schemas.codec import decode
 from schemas.twin import TwinError, TwinErrorCode
-from tests.twin.helpers import collect, running_twin
+from tests.support import collect
+from tests.twin.helpers import running_twin
 from tests.twin.test_api import thermostat
 from twin import kubeedge_topics as ket
 
