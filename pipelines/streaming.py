@@ -105,14 +105,14 @@ class StreamingPipeline:
 
     def _check_model(self) -> None:
         width = self.slot.active.input_shape[-1]
-        if self.settings.window_s is None:
-            length = feature_length(self.settings.features, self.settings.window)
-            self._features.check(length)
-            if isinstance(width, int) and width != length:
-                raise ValueError(
-                    f"pipeline {self.settings.name}: model input is {width} wide, "
-                    f"the features are {length}"
-                )
+        # Time windows have no 'raw' part (refused in settings), so the length is fixed too.
+        length = feature_length(self.settings.features, self.settings.window)
+        self._features.check(length)
+        if isinstance(width, int) and width != length:
+            raise ValueError(
+                f"pipeline {self.settings.name}: model input is {width} wide, "
+                f"the features are {length}"
+            )
 
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()

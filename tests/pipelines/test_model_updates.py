@@ -192,3 +192,16 @@ async def test_a_streaming_pipeline_takes_an_update_and_its_results_name_the_new
                 versions.append(decode(InferenceResult, message.payload).model_version)
                 break
     assert versions == ["2"]
+
+
+def test_the_cli_offers_status_rollback_push_and_the_clouds_history():
+    from edgefabric.cli import build_parser
+
+    parser = build_parser()
+    for argv in (
+        ["models", "status", "--broker", "mqtt://127.0.0.1:1"],
+        ["models", "rollback", "digits-edge", "--broker", "mqtt://127.0.0.1:1"],
+        ["models", "push", "digits-edge", "--version", "3", "--file", str(EDGE)],
+        ["models", "history"],
+    ):
+        assert callable(parser.parse_args(argv).handler)
