@@ -115,8 +115,22 @@ def _run_rollback(args: argparse.Namespace) -> int:
     return 0 if status.state is ModelState.ROLLED_BACK else 1
 
 
+def signed_update_frame(name: str, version: str, model: bytes, key_path: Path) -> bytes:
+    """A `ModelUpdate` frame signed with the Ed25519 private key in `key_path`."""
+    from schemas.signing import load_private_key, sha256_hex, sign_model_update
+
+    signature = sign_model_update(
+        name=name, version=version, sha256=sha256_hex(model), private_key=load_private_key(key_path)
+    )
+    return update_frame(name, version, model, signature)
+
+
 def _run_push(args: argparse.Namespace) -> int:
-    frame = update_frame(args.model, args.version, Path(args.file).read_bytes())
+    model = Path(args.file).read_bytes()
+    if args.signing_key:
+        frame = signed_update_frame(args.model, args.version, model, Path(args.signing_key))
+    else:
+        frame = update_frame(args.model, args.version, model)
 
     async def run() -> None:
         async with MqttClient(args.broker, client_id=f"models-{new_message_id()[:8]}") as bus:
@@ -137,6 +151,7 @@ def add_edge_actions(actions: argparse._SubParsersAction[argparse.ArgumentParser
     push.add_argument("model")
     push.add_argument("--version", required=True)
     push.add_argument("--file", required=True, help="the .onnx file")
+    push.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign the update with")
     for parser, handler in ((status, _run_status), (rollback_, _run_rollback), (push, _run_push)):
         parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="edge broker URL")
         parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")

@@ -205,3 +205,31 @@ def test_the_cli_offers_status_rollback_push_and_the_clouds_history():
         ["models", "history"],
     ):
         assert callable(parser.parse_args(argv).handler)
+
+
+async def test_with_trusted_keys_only_a_signed_update_is_taken(amqtt_url: str, tmp_path: Path):
+    from edgefabric.commands.models import signed_update_frame
+    from schemas.signing import generate_signing_key, write_key_pair
+
+    write_key_pair(generate_signing_key(), tmp_path / "cloud.key", tmp_path / "cloud.pub")
+    write_key_pair(generate_signing_key(), tmp_path / "other.key", tmp_path / "other.pub")
+    settings = ModelUpdateSettings(trusted_keys=[tmp_path / "cloud.pub"])
+    model = CLOUD.read_bytes()
+    async with (
+        MqttClient(amqtt_url, client_id="edge") as bus,
+        OffloadService(OFFLOAD, bus=bus, nc=None) as offload,
+        ModelUpdater(settings, bus=bus, slots=offload.slots()) as updater,
+    ):
+        for version, frame in (
+            ("2", update_frame("digits-edge", "2", model)),
+            ("3", signed_update_frame("digits-edge", "3", model, tmp_path / "other.key")),
+        ):
+            await bus.publish(topics.model_update("digits-edge"), frame)
+            await wait_for(lambda v=version: v in updater.refused_versions.get("digits-edge", ()))
+        (refused,) = await read_status(bus, "digits-edge")
+        signed = signed_update_frame("digits-edge", "4", model, tmp_path / "cloud.key")
+        await bus.publish(topics.model_update("digits-edge"), signed)
+        await wait_for(lambda: offload.slot("digits").version == "4", what="the signed update")
+    assert updater.rejected == 2 and updater.applied == 1
+    assert refused.state is ModelState.REJECTED and refused.candidate_version == "3"
+    assert "key" in refused.reason
