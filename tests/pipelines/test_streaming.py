@@ -190,3 +190,32 @@ def test_configs_that_cannot_work_are_refused_at_load(tmp_path: Path, bus: MqttC
     wrong_width = StreamingPipelineSettings(name="x", property="p", window=8, model_path=edge)
     with pytest.raises(ValueError, match="64 wide"):
         StreamingPipeline(wrong_width, bus=bus)
+
+
+async def test_several_pipelines_run_in_one_service_and_share_a_slot_per_model_name(
+    bus: MqttClient,
+):
+    count = StreamingPipelineSettings(name="a", property="vibration", window=4, hop=4)
+    twin = StreamingPipelineSettings(name="b", property="vibration", window=4, hop=2)
+    stats = StreamingPipelineSettings(
+        name="c",
+        property="temperature",
+        window=8,
+        hop=8,
+        model_name="temperature-anomaly",
+        features=FeatureSettings(kinds=["stats"]),
+    )
+    settings = PipelinesSettings(streaming=[count, twin, stats])
+    async with (
+        PipelineService(settings, bus=bus) as service,
+        collecting(bus, "a") as a,
+        collecting(bus, "b") as b,
+        collecting(bus, "c") as c,
+    ):
+        await _publish(bus, "m-1", "vibration", [0.0] * 8)
+        await _publish(bus, "m-1", "temperature", [0.0] * 8)
+        await wait_for(lambda: len(a.seen) == 2 and len(b.seen) == 3 and len(c.seen) == 1)
+    assert set(service.slots) == {"vibration-anomaly", "temperature-anomaly"}
+    assert service.streaming[0].slot is service.streaming[1].slot
+    assert service.streaming[2].slot is service.slots["temperature-anomaly"]
+    assert service.results == 6
