@@ -167,31 +167,41 @@ async def test_rollback_is_one_message_and_a_restart_does_not_bring_the_bad_vers
     assert status.active_version == "1" and status.state is ModelState.ACTIVE
 
 
-async def test_a_streaming_pipeline_takes_an_update_and_its_results_name_the_new_version(
+async def test_a_streaming_pipeline_swaps_mid_stream_and_every_window_gets_a_result(
     amqtt_url: str,
 ):
     settings = StreamingPipelineSettings(name="vib", property="vibration", window=4, hop=1)
     versions: list[str] = []
+    sent = 400
+    expected = sent + 4 - 3  # hop 1 after the first full window of 4
     async with (
         MqttClient(amqtt_url, client_id="edge") as bus,
         StreamingPipeline(settings, bus=bus) as pipeline,
         ModelUpdater(
             ModelUpdateSettings(), bus=bus, slots={settings.model_name: pipeline.slot}
         ) as updater,
-        bus.subscribe(topics.results_filter("vib")) as results,
+        bus.subscribe(topics.results_filter("vib"), maxsize=expected) as results,
     ):
         v2 = settings.model_copy(update={"model_version": "2"})
         frame = update_frame(settings.model_name, "2", default_model(v2))
-        await bus.publish(topics.model_update(settings.model_name), frame)
+        for i in range(sent):
+            if i == sent // 2:
+                await bus.publish(topics.model_update(settings.model_name), frame)
+            reading = Reading(device="m-1", property="vibration", value=0.01 * (i % 5))
+            await bus.publish(topics.reading("m-1", "vibration"), encode(reading))
         await wait_for(lambda: updater.applied == 1, what="the update applied")
-        for i in range(4):
+        for i in range(4):  # published after the swap: these must run on v2
             reading = Reading(device="m-1", property="vibration", value=0.01 * i)
             await bus.publish(topics.reading("m-1", "vibration"), encode(reading))
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             async for message in results:
                 versions.append(decode(InferenceResult, message.payload).model_version)
-                break
-    assert versions == ["2"]
+                if len(versions) == expected:
+                    break
+    assert pipeline.rejected == 0 and pipeline.dropped == 0
+    assert versions[0] == "1" and versions[-1] == "2"
+    switch = versions.index("2")
+    assert set(versions[:switch]) == {"1"} and set(versions[switch:]) == {"2"}
 
 
 def test_the_cli_offers_status_rollback_push_and_the_clouds_history():
