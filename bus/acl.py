@@ -302,7 +302,10 @@ def pipeline_rules(*, service: str = "pipelines") -> list[AclRule]:
     return [
         *service_rules(service),
         *_read(
-            topics.readings_filter(), topics.infer_request_filter(), topics.model_update_filter()
+            topics.readings_filter(),
+            topics.infer_request_filter(),
+            topics.model_update_filter(),
+            f"{topics.ROOT}/models/+/command",  # rollback commands for the model updater
         ),
         *_write(
             topics.results_filter(),
@@ -323,6 +326,7 @@ def bridge_rules(*, service: str = "bridge") -> list[AclRule]:
             topics.hard_examples_filter(),
             topics.device_status_filter(),
             f"{topics.ROOT}/twin/+/document",
+            f"{topics.ROOT}/twin/+/errors",
             topics.fl_update_filter(),
         ),
         *_write(

@@ -163,15 +163,15 @@ class CloudConsumer:
     async def _fetch(self, psub: nats.js.JetStreamContext.PullSubscription) -> list[Msg]:
         try:
             return await psub.fetch(self._batch, timeout=0.5)
-        except nats.errors.TimeoutError:
-            return []
-        except NATS_ERRORS as exc:  # hub restarting: the client reconnects on its own
+        except (nats.errors.TimeoutError, *NATS_ERRORS) as exc:  # type: ignore[misc]
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                # nats.py can turn our cancellation into its own error (next_msg on a
-                # closing connection); swallowing it hung bench.bridge's consumer teardown.
+                # nats.py can turn our cancellation into its own error or (3.11 wait_for) into
+                # a timeout; swallowing it hung the demo's and bench.bridge's teardown.
                 raise asyncio.CancelledError from exc
-            log.debug("uplink fetch failed: %s", exc)
+            if isinstance(exc, nats.errors.TimeoutError):
+                return []
+            log.debug("uplink fetch failed (hub restarting?): %s", exc)
             await asyncio.sleep(0.2)
             return []
 

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgefabric.commands import models as models_command
 
     label_command.register(sub)
-    models_command.register(sub)  # `models history` included (was learning_command.register)
+    models_command.register(sub)
     return parser
 
 

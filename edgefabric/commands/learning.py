@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-from edgefabric.commands.label import DEFAULT_DATA_DIR, learning_dir
+from edgefabric.commands.label import learning_dir
 
 
-def _history(args: argparse.Namespace) -> int:
+def print_history(args: argparse.Namespace) -> int:
+    """Print the learning store's retraining history (handler of `models history`)."""
     from aggregator.store import HardExampleStore
 
     store = HardExampleStore(learning_dir(args))
@@ -27,13 +28,3 @@ def _history(args: argparse.Namespace) -> int:
     if not entries:
         print("no retraining yet")
     return 0
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``models history``."""
-    models = sub.add_parser("models", help="the cloud's model history")
-    actions = models.add_subparsers(dest="models_command", required=True)
-    history = actions.add_parser("history", help="retraining rounds, metrics and decisions")
-    history.add_argument("--model", help="only this model")
-    history.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="cloud data dir")
-    history.set_defaults(handler=_history)

@@ -158,16 +158,10 @@ def add_edge_actions(actions: argparse._SubParsersAction[argparse.ArgumentParser
         parser.set_defaults(handler=handler)
 
 
-def _run_history(args: argparse.Namespace) -> int:
-    # The cloud learning store's history; its handler lives with the learning commands.
-    from edgefabric.commands.learning import _history
-
-    return _history(args)
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``models`` with the edge actions and the cloud's ``history``."""
     from edgefabric.commands.label import DEFAULT_DATA_DIR
+    from edgefabric.commands.learning import print_history
 
     models = sub.add_parser("models", help="models on an edge, and the cloud's history")
     actions = models.add_subparsers(dest="models_command", required=True)
@@ -175,4 +169,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     history = actions.add_parser("history", help="retraining rounds, metrics and decisions")
     history.add_argument("--model", help="only this model")
     history.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="cloud data dir")
-    history.set_defaults(handler=_run_history)
+    history.set_defaults(handler=print_history)
