@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
 from typing import Self
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bus.errors import RequestTimeout
-from bus.lifecycle import ServiceTasks
 from bus.mqtt import MqttClient
-from bus.subscription import Overflow
+from bus.requester import Requester
 from schemas import topics
 from schemas.base import new_message_id
 from schemas.codec import decode
-from schemas.errors import SchemaError
 from schemas.frames import pack
 from schemas.offload import OffloadRequest, OffloadResponse
 from schemas.tensor import encode_tensor
@@ -50,16 +46,15 @@ class OffloadClient:
     """
 
     def __init__(self, bus: MqttClient, *, name: str | None = None) -> None:
-        self._bus = bus
-        self.reply_topic = topics.infer_reply(name or f"client-{new_message_id()[:12]}")
-        self._waiting: dict[str, asyncio.Future[OffloadResponse]] = {}
-        self._tasks = ServiceTasks("offload.client")
+        self._requests = Requester(
+            bus,
+            topics.infer_reply(name or f"client-{new_message_id()[:12]}"),
+            name="offload.client",
+        )
+        self.reply_topic = self._requests.reply_topic
 
     async def __aenter__(self) -> Self:
-        await self._tasks.__aenter__()
-        ready = asyncio.Event()
-        self._tasks.spawn(self._replies(ready), "replies")
-        await ready.wait()
+        await self._requests.__aenter__()
         return self
 
     async def __aexit__(
@@ -68,21 +63,7 @@ class OffloadClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._tasks.__aexit__(exc_type, exc, tb)
-
-    async def _replies(self, ready: asyncio.Event) -> None:
-        async with self._bus.subscribe(
-            self.reply_topic, maxsize=1000, overflow=Overflow.DROP_OLDEST
-        ) as sub:
-            ready.set()
-            async for message in sub:
-                try:
-                    response = decode(OffloadResponse, message.payload)
-                except SchemaError:
-                    continue
-                waiter = self._waiting.pop(response.correlation_id or "", None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(response)
+        await self._requests.__aexit__(exc_type, exc, tb)
 
     async def infer(
         self, model: str, image: NDArray[np.generic], *, timeout: float = 5.0
@@ -96,18 +77,10 @@ class OffloadClient:
         header = OffloadRequest(
             model=model, reply_to=self.reply_topic, correlation_id=correlation_id
         )
-        waiter: asyncio.Future[OffloadResponse] = asyncio.get_running_loop().create_future()
-        self._waiting[correlation_id] = waiter
-        try:
-            await self._bus.publish(
-                topics.infer_request(model),
-                pack(header, encode_tensor(np.ascontiguousarray(image))),
-                response_topic=self.reply_topic,
-                correlation_data=correlation_id.encode(),
-            )
-            async with asyncio.timeout(timeout):
-                return await waiter
-        except TimeoutError as exc:
-            raise RequestTimeout(f"no answer from model {model!r} within {timeout} s") from exc
-        finally:
-            self._waiting.pop(correlation_id, None)
+        raw = await self._requests.request(
+            topics.infer_request(model),
+            pack(header, encode_tensor(np.ascontiguousarray(image))),
+            correlation_id=correlation_id,
+            timeout=timeout,
+        )
+        return decode(OffloadResponse, raw)

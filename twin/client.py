@@ -7,22 +7,17 @@ subscription per client serves every request; answers are matched by correlation
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict
-
-from bus.errors import RequestTimeout
-from bus.lifecycle import ServiceTasks
 from bus.mqtt import MqttClient
+from bus.requester import Requester
 from bus.subscription import InboundMessage, Overflow
 from schemas import topics
 from schemas.base import JsonValue, new_message_id
 from schemas.codec import decode, encode
-from schemas.errors import SchemaError
 from schemas.twin import (
     TwinDesiredSet,
     TwinDocument,
@@ -31,13 +26,6 @@ from schemas.twin import (
     TwinSetResult,
     TwinSource,
 )
-
-
-class _Correlated(BaseModel):
-    """Reads just the correlation id of any twin reply."""
-
-    model_config = ConfigDict(extra="ignore")
-    correlation_id: str | None = None
 
 
 class TwinClient:
@@ -54,16 +42,14 @@ class TwinClient:
         self, bus: MqttClient, *, name: str | None = None, source: TwinSource = TwinSource.APP
     ) -> None:
         self._bus = bus
-        self.reply_topic = topics.twin_reply(name or f"client-{new_message_id()[:12]}")
         self._source = source
-        self._waiting: dict[str, asyncio.Future[bytes]] = {}
-        self._tasks = ServiceTasks("twin.client")
+        self._requests = Requester(
+            bus, topics.twin_reply(name or f"client-{new_message_id()[:12]}"), name="twin.client"
+        )
+        self.reply_topic = self._requests.reply_topic
 
     async def __aenter__(self) -> Self:
-        await self._tasks.__aenter__()
-        ready = asyncio.Event()
-        self._tasks.spawn(self._replies(ready), "replies")
-        await ready.wait()
+        await self._requests.__aenter__()
         return self
 
     async def __aexit__(
@@ -72,40 +58,10 @@ class TwinClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._tasks.__aexit__(exc_type, exc, tb)
-
-    async def _replies(self, ready: asyncio.Event) -> None:
-        async with self._bus.subscribe(
-            self.reply_topic, maxsize=1000, overflow=Overflow.DROP_OLDEST
-        ) as sub:
-            ready.set()
-            async for message in sub:
-                self._match(message)
-
-    def _match(self, message: InboundMessage) -> None:
-        try:
-            cid = decode(_Correlated, message.payload).correlation_id
-        except SchemaError:
-            return
-        future = self._waiting.pop(cid or "", None)
-        if future is not None and not future.done():
-            future.set_result(message.payload)
+        await self._requests.__aexit__(exc_type, exc, tb)
 
     async def _request(self, topic: str, payload: bytes, cid: str, timeout: float) -> bytes:
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting[cid] = future
-        try:
-            await self._bus.publish(
-                topic, payload, response_topic=self.reply_topic, correlation_data=cid.encode()
-            )
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError as exc:
-            raise RequestTimeout(
-                f"no twin answer on {self.reply_topic} within {timeout} s"
-            ) from exc
-        finally:
-            self._waiting.pop(cid, None)
+        return await self._requests.request(topic, payload, correlation_id=cid, timeout=timeout)
 
     async def get(self, device: str, *, timeout: float = 5.0) -> TwinDocument:
         """The device's twin document.
