@@ -7,8 +7,9 @@ a desired value that reaches the PLC register through the twin; the cloud hub is
 restarted while the edge keeps working, and the cloud catches up with nothing lost or
 duplicated; a phone offloads digit images that the edge answers, asking the cloud's deeper
 model about the hard ones (joint inference); the edge and three simulated sites run three
-rounds of federated learning through the bridge and the hub. Everything binds to 127.0.0.1 on
-free ports, in a temporary data directory.
+rounds of federated learning through the bridge and the hub; the cloud sends a retrained edge
+model down, the edge hot-swaps it while serving, and an operator rolls it back. Everything
+binds to 127.0.0.1 on free ports, in a temporary data directory.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from edgefabric.demo_acts import (
     PLC,
     federated_act,
     joint_inference_act,
+    model_update_act,
     outage_act,
     twin_write_act,
 )
@@ -126,7 +128,8 @@ async def run_demo(
     """Run the demo for `duration` seconds (forever when None) and return what it measured.
 
     The acts start at fixed times (twin write at 2 s, joint inference at 3 s, three federated
-    rounds at 3.5 s, a 4 s link outage at 8 s); a duration under 12 s leaves the last two out.
+    rounds at 3.5 s, a model update and rollback at 5 s, a 4 s link outage at 8 s); a duration
+    under 12 s leaves the last three out.
     """
     counts = DemoCounts()
     with tempfile.TemporaryDirectory(prefix="edgefabric-demo-") as tmp:
@@ -187,6 +190,10 @@ async def _run_acts(
                         lambda: federated_act(cloud, bus, counts, out, edge_id=EDGE_ID),
                     ),
                     name="demo.act.federated",
+                )
+                group.create_task(
+                    _after(5, lambda: model_update_act(cloud, bus, counts, out, edge_id=EDGE_ID)),
+                    name="demo.act.model-update",
                 )
                 group.create_task(
                     _after(8, lambda: outage_act(cloud, counts, out, seconds=4)),

@@ -11,9 +11,10 @@ import numpy as np
 
 from bus.lifecycle import ServiceTasks
 from bus.mqtt import MqttClient
+from cloud_bridge.downlink import MODEL, CloudPublisher
 from edgefabric.cloud import Cloud
 from edgefabric.demo_view import DemoCounts
-from pipelines.digits import load_digits_split
+from pipelines.digits import forward, load_digits_split, to_onnx, train
 from pipelines.offload_client import OffloadClient
 from twin.client import TwinClient
 
@@ -188,3 +189,45 @@ async def federated_act(
             f"global accuracy {r['accuracy']}",
             out,
         )
+
+
+async def model_update_act(
+    cloud: Cloud, bus: MqttClient, counts: DemoCounts, out: TextIO, *, edge_id: str
+) -> None:
+    """The cloud retrains the edge model and sends it down the bridge.
+
+    The edge verifies, validates and hot-swaps it while serving; then an operator rolls it
+    back with one message.
+    """
+    from edgefabric.commands.models import read_status, rollback, update_frame  # noqa: PLC0415
+
+    split = load_digits_split()
+    weights = train(split.x_train, split.y_train, epochs=100, lr=0.2, seed=1)
+    model = to_onnx(weights, name="digits-edge", version="2")
+    accuracy = float((forward(weights, split.x_test).argmax(1) == split.y_test).mean())
+    async with CloudPublisher(cloud.config.hub.url) as downlink:
+        await downlink.publish(
+            edge_id, MODEL, "digits-edge", payload=update_frame("digits-edge", "2", model)
+        )
+    counts.event(
+        f"model update: the cloud sent digits-edge v2 ({accuracy:.1%} held out) down the bridge",
+        out,
+    )
+    async with asyncio.timeout(15):
+        while True:
+            statuses = await read_status(bus, "digits-edge", wait=0.5)
+            if statuses and statuses[0].active_version == "2":
+                break
+    counts.event(
+        "model update: the edge verified, validated and hot-swapped to v2 while answering requests",
+        out,
+    )
+    status = await rollback(bus, "digits-edge")
+    counts.acts["model_update"] = {
+        "swapped_to": "2",
+        "rolled_back_to": status.active_version,
+        "new_accuracy": round(accuracy, 4),
+    }
+    counts.event(
+        f"model update: rolled back with one command, active v{status.active_version}", out
+    )

@@ -85,5 +85,10 @@ def test_demo_runs_for_a_duration_and_writes_nonzero_counts(tmp_path: Path):
     assert summary["acts"]["outage"]["results_during_outage"] > 0
     assert summary["acts"]["joint_inference"]["accuracy"] > 0.9
     assert [r["status"] for r in summary["acts"]["federated"]["rounds"]] == ["completed"] * 3
+    assert summary["acts"]["model_update"] == {
+        "swapped_to": "2",
+        "rolled_back_to": "1",
+        "new_accuracy": pytest.approx(0.98, abs=0.02),
+    }
     assert summary["results_not_in_cloud"] == 0
     assert summary["cloud_duplicates"] == 0
