@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import sys
 from pathlib import Path
 from typing import Self
@@ -100,6 +101,10 @@ class Mosquitto:
             f"listener {port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {directory}/\n"
             f"autosave_interval {AUTOSAVE_S}\nset_tcp_nodelay true\n"
+            # Started as root, Mosquitto drops to the `mosquitto` user, which cannot write a
+            # persistence file into this test's directory: every session would be lost on a
+            # restart. Run as whoever runs the test instead.
+            f"user {getpass.getuser()}\n"
             "max_inflight_messages 1000\nmax_queued_messages 100000\n"
         )
         self._argv = [binary, "-c", str(conf)]
