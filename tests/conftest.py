@@ -33,6 +33,20 @@ async def amqtt_url() -> AsyncIterator[str]:
         yield broker.url
 
 
+def require_mosquitto_tool(name: str = "mosquitto") -> str:
+    """Path of a Mosquitto program: skipped locally when missing, a failure in CI."""
+    found = (
+        shutil.which(name)
+        or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+        or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
+    )
+    if found is None:
+        if IN_CI:
+            pytest.fail(f"{name} is required in CI (apt-get install -y mosquitto)")
+        pytest.skip(f"{name} not installed (apt-get install -y mosquitto)")
+    return found
+
+
 def _mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -41,11 +55,7 @@ def _mosquitto_binary() -> str | None:
 
 @pytest.fixture
 def mosquitto_url(tmp_path: Path) -> Iterator[str]:
-    binary = _mosquitto_binary()
-    if binary is None:
-        if IN_CI:
-            pytest.fail("mosquitto is required in CI (apt-get install -y mosquitto)")
-        pytest.skip("mosquitto not installed (apt-get install -y mosquitto)")
+    binary = require_mosquitto_tool()
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(

@@ -14,7 +14,7 @@ from bus.mqtt import ConnectionState, MqttClient
 from bus.ports import free_port
 from bus.subscription import Overflow
 from bus.url import parse_broker_url
-from tests.conftest import _mosquitto_binary, _wait_port
+from tests.conftest import _wait_port, require_mosquitto_tool
 from tests.support import wait_for
 
 
@@ -98,9 +98,7 @@ async def test_publish_while_the_broker_is_gone_raises_instead_of_hanging():
 async def test_unacked_messages_are_redelivered_to_a_persistent_manual_ack_session(
     tmp_path: Path,
 ):
-    binary = _mosquitto_binary()
-    if binary is None:
-        pytest.skip("mosquitto not installed")
+    binary = require_mosquitto_tool()
     port = free_port()
     conf = tmp_path / "m.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")

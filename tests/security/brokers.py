@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -29,6 +28,7 @@ from bus.security import (
     write_mosquitto_config,
     write_password_file,
 )
+from tests.conftest import require_mosquitto_tool
 from tests.security.pki import make_pki
 
 PASSWORDS = {
@@ -87,11 +87,8 @@ class SecureBroker:
 
 
 def mosquitto_binary() -> str:
-    """Mosquitto's path, or skip the test."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        pytest.skip("mosquitto not installed")
-    return binary
+    """Mosquitto's path; skipped locally when missing, a failure in CI."""
+    return require_mosquitto_tool()
 
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:

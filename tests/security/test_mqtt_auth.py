@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from bus.security import (
     read_password_file,
     verify_password,
 )
+from tests.conftest import require_mosquitto_tool
 from tests.security.brokers import SecureBroker
 from tests.support import wait_for
 
@@ -80,9 +80,7 @@ async def test_plaintext_client_cannot_talk_to_the_tls_listener(
 
 
 async def test_embedded_broker_accepts_a_mosquitto_passwd_file(tmp_path: Path) -> None:
-    tool = shutil.which("mosquitto_passwd")
-    if tool is None:
-        pytest.skip("mosquitto_passwd not installed")
+    tool = require_mosquitto_tool("mosquitto_passwd")
     passwd = tmp_path / "from-mosquitto"
     subprocess.run(  # noqa: S603 - fixed tool and arguments
         [tool, "-c", "-b", str(passwd), "ops", "ops-secret"], check=True
