@@ -5,6 +5,7 @@ from bus.errors import BusError, InvalidBrokerUrl, NatsServerError, NotConnected
 from bus.mqtt import ConnectionState, MqttClient
 from bus.nats_server import CLOUD_DOMAIN, HubSpec, LeafSpec, NatsServer, find_nats_server
 from bus.ports import free_port
+from bus.requester import Requester
 from bus.subscription import InboundMessage, Overflow, Subscription
 from bus.url import BrokerAddress, parse_broker_url
 
@@ -24,6 +25,7 @@ __all__ = [
     "NotConnected",
     "Overflow",
     "RequestTimeout",
+    "Requester",
     "Subscription",
     "find_nats_server",
     "free_port",
