@@ -66,6 +66,14 @@ def _check(name: str, current: Weights, updates: list[ClientUpdate]) -> None:
             raise AggregationError(name, f"update from {update.client or '?'} has no examples")
 
 
+def _prepared(
+    name: str, current: Weights, updates: list[ClientUpdate], clip_norm: float | None
+) -> list[ClientUpdate]:
+    """Checked updates, norm-clipped when the strategy clips: every strategy starts here."""
+    _check(name, current, updates)
+    return updates if clip_norm is None else clip_updates(current, updates, clip_norm)
+
+
 def _f32(layers: list[_F64]) -> Weights:
     return [layer.astype(np.float32) for layer in layers]
 
@@ -109,9 +117,7 @@ class FedAvg:
         self, current: Weights, updates: list[ClientUpdate], round_number: int
     ) -> Weights:
         """FedAvg of the (optionally clipped) updates."""
-        _check(self.name, current, updates)
-        if self.clip_norm is not None:
-            updates = clip_updates(current, updates, self.clip_norm)
+        updates = _prepared(self.name, current, updates, self.clip_norm)
         return _f32(weighted_average(updates))
 
 
@@ -141,9 +147,7 @@ class FedAdam:
         self, current: Weights, updates: list[ClientUpdate], round_number: int
     ) -> Weights:
         """One Adam step from `current` along FedAvg(updates) - current."""
-        _check(self.name, current, updates)
-        if self.clip_norm is not None:
-            updates = clip_updates(current, updates, self.clip_norm)
+        updates = _prepared(self.name, current, updates, self.clip_norm)
         base = [c.astype(np.float64) for c in current]
         delta = [a - c for a, c in zip(weighted_average(updates), base, strict=True)]
         if not self.m_t:
@@ -180,9 +184,7 @@ class FedMedian:
         self, current: Weights, updates: list[ClientUpdate], round_number: int
     ) -> Weights:
         """Per-coordinate median of the updates."""
-        _check(self.name, current, updates)
-        if self.clip_norm is not None:
-            updates = clip_updates(current, updates, self.clip_norm)
+        updates = _prepared(self.name, current, updates, self.clip_norm)
         return _f32([np.median(_stack(updates, i), axis=0) for i in range(len(current))])
 
 
@@ -198,9 +200,7 @@ class FedTrimmedAvg:
         self, current: Weights, updates: list[ClientUpdate], round_number: int
     ) -> Weights:
         """Trimmed mean as scipy's ``trim_mean`` (what Flower's ``_trim_mean`` reimplements)."""
-        _check(self.name, current, updates)
-        if self.clip_norm is not None:
-            updates = clip_updates(current, updates, self.clip_norm)
+        updates = _prepared(self.name, current, updates, self.clip_norm)
         n = len(updates)
         cut = int(self.beta * n)
         if cut >= n - cut:
@@ -240,9 +240,7 @@ class Krum:
         self, current: Weights, updates: list[ClientUpdate], round_number: int
     ) -> Weights:
         """The lowest-scoring update, or the FedAvg of the `keep` lowest."""
-        _check(self.name, current, updates)
-        if self.clip_norm is not None:
-            updates = clip_updates(current, updates, self.clip_norm)
+        updates = _prepared(self.name, current, updates, self.clip_norm)
         order = np.argsort(krum_scores(updates, self.num_malicious), kind="stable")
         if self.keep > 0:
             best = order[: int(self.keep)]

@@ -8,7 +8,9 @@ of vanishing (no fire-and-forget). Leaving twice is safe.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+from collections.abc import Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
@@ -77,3 +79,32 @@ class ServiceTasks:
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=0.5)
+
+
+class ContextGroup:
+    """Several async context managers entered in order and left in reverse, as one.
+
+    If entering one fails, the ones already entered are left again before the error surfaces,
+    so a service made of parts (every device's mapper, every pipeline) never half-starts.
+    """
+
+    def __init__(self, members: Sequence[AbstractAsyncContextManager[Any]]) -> None:
+        self.members = list(members)
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            for member in self.members:
+                await stack.enter_async_context(member)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()

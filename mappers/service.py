@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
+from bus.lifecycle import ContextGroup
 from bus.mqtt import MqttClient
 from mappers.device import DeviceInstance, Protocol
 from mappers.driver import Driver
@@ -58,7 +58,7 @@ class MapperService:
         self.mappers = [
             DeviceMapper(d, given.get(d.name) or make_driver(d), bus=bus) for d in devices
         ]
-        self._stack: contextlib.AsyncExitStack | None = None
+        self._parts = ContextGroup(self.mappers)
 
     @property
     def readings(self) -> int:
@@ -78,10 +78,7 @@ class MapperService:
         raise KeyError(device)
 
     async def __aenter__(self) -> Self:
-        async with contextlib.AsyncExitStack() as stack:
-            for mapper in self.mappers:
-                await stack.enter_async_context(mapper)
-            self._stack = stack.pop_all()
+        await self._parts.__aenter__()
         return self
 
     async def __aexit__(
@@ -90,6 +87,4 @@ class MapperService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        await self._parts.__aexit__(exc_type, exc, tb)

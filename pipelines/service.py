@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from types import TracebackType
 from typing import Self
 
+from bus.lifecycle import ContextGroup
 from bus.mqtt import MqttClient
 from pipelines.model_slot import ModelSlot
 from pipelines.settings import PipelinesSettings
@@ -26,7 +26,7 @@ class PipelineService:
             pipeline = StreamingPipeline(s, bus=bus, slot=self.slots.get(s.model_name))
             self.slots.setdefault(s.model_name, pipeline.slot)
             self.streaming.append(pipeline)
-        self._stack: contextlib.AsyncExitStack | None = None
+        self._parts = ContextGroup(self.streaming)
 
     @property
     def results(self) -> int:
@@ -34,10 +34,7 @@ class PipelineService:
         return sum(p.results for p in self.streaming)
 
     async def __aenter__(self) -> Self:
-        async with contextlib.AsyncExitStack() as stack:
-            for pipeline in self.streaming:
-                await stack.enter_async_context(pipeline)
-            self._stack = stack.pop_all()
+        await self._parts.__aenter__()
         return self
 
     async def __aexit__(
@@ -46,6 +43,4 @@ class PipelineService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        await self._parts.__aexit__(exc_type, exc, tb)
