@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 CODE := bus mappers twin pipelines aggregator cloud_bridge schemas edgefabric tests bench
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+chaos: $(STAMP)
+	EDGEFABRIC_CHAOS=1 $(BIN)/pytest tests/chaos -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.e2e
