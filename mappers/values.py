@@ -38,12 +38,22 @@ def to_writable(prop: PropertySpec, value: JsonValue) -> JsonValue:
         ValueOutOfRange: outside the property's min/max.
 
     """
+    if (
+        prop.type is PropertyType.INT
+        and isinstance(value, float)
+        and math.isfinite(value)
+        and not value.is_integer()
+    ):
+        # Readings of an int property are rounded (`to_reported`); a write is refused instead,
+        # so a device never gets a value nobody asked for.
+        raise InvalidValue(f"{value!r} is not an integer")
     coerced = value if prop.type is None else _coerce(prop.type, value)
     if isinstance(coerced, bool) or not isinstance(coerced, int | float):
         if prop.type is None and not isinstance(coerced, bool | str | bytes):
             raise InvalidValue(f"{value!r} is not a number, boolean or string")
         return coerced
-    if not math.isfinite(coerced):
+    # An int is always finite (and math.isfinite overflows on one past float range).
+    if isinstance(coerced, float) and not math.isfinite(coerced):
         raise ValueOutOfRange(f"{coerced} is not finite")
     if prop.minimum is not None and coerced < prop.minimum:
         raise ValueOutOfRange(f"{coerced} is below min {prop.minimum}")
@@ -90,7 +100,11 @@ def _as_int(value: object) -> int:
 
 def _as_float(value: object) -> float:
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError as exc:  # an int past float range (JSON allows any length)
+            bits = int(value).bit_length()
+            raise ValueOutOfRange(f"a {bits}-bit integer does not fit a float") from exc
     if isinstance(value, str):
         try:
             return float(value)

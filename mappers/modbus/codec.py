@@ -88,8 +88,7 @@ def encode_registers(visitor: ModbusVisitor, value: object) -> list[int]:
         return _words(_reorder([1 if _truthy(value) else 0], visitor))
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidValue(f"{value!r} is not a number")
-    raw = (value - visitor.value_offset) / visitor.scale
-    packed = _pack_number(kind, raw)
+    packed = _pack_number(kind, _raw_number(visitor, kind, value))
     # _reorder works on words; undo the swaps by applying them to the packed words.
     return _words(_reorder(_words(packed), visitor))
 
@@ -113,18 +112,45 @@ def _truthy(value: object) -> bool:
     raise InvalidValue(f"{value!r} is not a boolean")
 
 
+def _raw_number(visitor: ModbusVisitor, kind: ModbusDataType, value: float) -> float:
+    """The number the registers hold for `value`, before packing.
+
+    An unscaled integer register takes the value exactly: through a float, an int64 above
+    2**53 would be written as its neighbour, and a fraction would be rounded without a word.
+    """
+    if kind in _FLOATS or visitor.scale != 1 or visitor.value_offset != 0:
+        try:
+            return (value - visitor.value_offset) / visitor.scale
+        except OverflowError as exc:  # an int past float range
+            raise ValueOutOfRange(f"{_show(value)} does not fit {kind.value}") from exc
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueOutOfRange(f"{value} is not finite")
+        if not value.is_integer():
+            raise InvalidValue(f"{value!r} is not an integer ({kind.value} register)")
+        return int(value)
+    return value
+
+
+def _show(number: float) -> str:
+    """A number for an error message (str() of an int of thousands of digits raises)."""
+    if isinstance(number, int) and number.bit_length() > 128:
+        return f"a {number.bit_length()}-bit integer"
+    return repr(number)
+
+
 def _pack_number(kind: ModbusDataType, raw: float) -> bytes:
     fmt = _STRUCT[kind]
-    if not math.isfinite(raw):
+    if isinstance(raw, float) and not math.isfinite(raw):
         raise ValueOutOfRange(f"{raw} is not finite")
     if kind in _FLOATS:
         if kind is ModbusDataType.FLOAT32 and abs(raw) > _FLOAT32_MAX:
             raise ValueOutOfRange(f"{raw} does not fit float32")
         return struct.pack(fmt, raw)
-    number = round(raw)
+    number = raw if isinstance(raw, int) else round(raw)
     bits = struct.calcsize(fmt) * 8
     signed = fmt[1].islower()
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if not low <= number <= high:
-        raise ValueOutOfRange(f"{number} does not fit {kind.value} [{low}, {high}]")
+        raise ValueOutOfRange(f"{_show(number)} does not fit {kind.value} [{low}, {high}]")
     return struct.pack(fmt, number)

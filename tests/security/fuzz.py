@@ -7,14 +7,22 @@ which is the promise: no payload crashes a service.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import MAX_JSON_PAYLOAD
+from bus.mqtt import MqttClient
+from bus.subscription import Subscription
+from schemas import topics
+from schemas.codec import MAX_JSON_PAYLOAD, decode
+from schemas.status import DeadLetter
+from tests.support import wait_for
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -84,3 +92,83 @@ def hostile_payloads(
 
     collect()
     return [*FIXED_HOSTILE, *drawn]
+
+
+@dataclass
+class Observer:
+    """Collects what services publish under ``ef/#``, by topic."""
+
+    seen: dict[str, list[bytes]] = field(default_factory=dict)
+
+    async def run(self, sub: Subscription) -> None:
+        """Keep every message of `sub` until cancelled."""
+        async for message in sub:
+            self.seen.setdefault(message.topic, []).append(message.payload)
+
+    def letters(self, service: str) -> list[DeadLetter]:
+        """Every dead letter `service` published so far."""
+        return [decode(DeadLetter, p) for p in self.seen.get(topics.dead_letter(service), [])]
+
+
+@asynccontextmanager
+async def observing(
+    url: str, client_id: str = "fuzzer"
+) -> AsyncIterator[tuple[MqttClient, Observer]]:
+    """A client to publish hostile payloads with, and an `Observer` of everything ``ef/#``."""
+    async with (
+        MqttClient(url, client_id=client_id) as bus,
+        bus.subscribe("ef/#", maxsize=10_000) as sub,
+        asyncio.TaskGroup() as tg,
+    ):
+        observer = Observer()
+        task = tg.create_task(observer.run(sub))
+        try:
+            yield bus, observer
+        finally:
+            task.cancel()
+
+
+async def until_listening(bus: MqttClient, observer: Observer, service: str, topic: str) -> None:
+    """Probe until `service` dead-letters one ``probe`` payload on `topic` (it has subscribed)."""
+    async with asyncio.timeout(15):
+        while True:
+            before = len(observer.letters(service))
+            await bus.publish(topic, b"probe")
+            try:
+                async with asyncio.timeout(1.0):
+                    while len(observer.letters(service)) <= before:
+                        await asyncio.sleep(0.02)
+            except TimeoutError:
+                continue
+            return
+
+
+async def fuzz_topic(
+    *,
+    bus: MqttClient,
+    observer: Observer,
+    service: str,
+    topic: str,
+    payloads: list[bytes],
+    timeout: float = 30.0,
+) -> list[DeadLetter]:
+    """Publish every payload on `topic`; each must come back as one dead letter with a reason.
+
+    Returns:
+        The dead letters, in arrival order.
+
+    """
+    await until_listening(bus, observer, service, topic)
+    before = len(observer.letters(service))
+    for payload in payloads:
+        await bus.publish(topic, payload)
+    await wait_for(
+        lambda: len(observer.letters(service)) >= before + len(payloads),
+        timeout=timeout,
+        what=f"{len(payloads)} dead letters from {service} for {topic}",
+    )
+    letters = observer.letters(service)[before:]
+    assert len(letters) == len(payloads)
+    assert all(letter.topic == topic and letter.reason for letter in letters)
+    assert sorted(letter.payload_size for letter in letters) == sorted(len(p) for p in payloads)
+    return letters
