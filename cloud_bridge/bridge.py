@@ -87,6 +87,7 @@ class CloudBridge:
             edge=settings.edge_id,
             js=self._js_edge,
             chunk_bytes=settings.chunk_bytes,
+            max_payload_bytes=settings.max_payload_bytes,
             backoff_max_s=settings.retry_backoff_max_s,
             on_stored=self._forwarder.wake,
             on_invalid=self._dead_letter,

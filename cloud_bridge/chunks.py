@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cloud_bridge import headers
-from cloud_bridge.errors import IntegrityError
+from cloud_bridge.errors import IntegrityError, MalformedChunk
+
+_NUMBER = re.compile(r"[0-9]{1,6}")  # str.isdigit() also takes '²', which int() refuses
+MAX_CHUNKS = 1 << 16
+"""Most chunks one payload may claim (32 GiB at the largest chunk size: far above any limit)."""
 
 
 @dataclass
@@ -44,15 +49,18 @@ class Reassembler:
 
         Raises:
             IntegrityError: the reassembled payload's sha256 differs from the sent one.
+            MalformedChunk: the chunk headers are missing, not numbers, out of range, or
+                disagree with the payload's other chunks.
 
         """
-        whole_id = hdrs[headers.CHUNK_OF]
-        index_text, _, count_text = hdrs[headers.CHUNK].partition("/")
+        whole_id, index, count, digest = _chunk_headers(hdrs)
         partial = self._partials.get(whole_id)
         if partial is None:
-            partial = _Partial(count=int(count_text), digest=hdrs[headers.SHA256])
+            partial = _Partial(count=count, digest=digest)
             self._partials[whole_id] = partial
-        partial.parts[int(index_text)] = data
+        if (count, digest) != (partial.count, partial.digest):
+            raise MalformedChunk(f"chunk {index}/{count} of {whole_id} disagrees with its siblings")
+        partial.parts[index] = data
         self._trim()
         if len(partial.parts) < partial.count:
             return None
@@ -69,3 +77,18 @@ class Reassembler:
         ):
             self._partials.popitem(last=False)
             self.abandoned += 1
+
+
+def _chunk_headers(hdrs: Mapping[str, str]) -> tuple[str, int, int, str]:
+    """(whole id, index, count, sha256) of a chunk, checked: headers come from the network."""
+    whole_id = hdrs.get(headers.CHUNK_OF, "")
+    digest = hdrs.get(headers.SHA256, "")
+    index_text, _, count_text = hdrs.get(headers.CHUNK, "").partition("/")
+    if not whole_id or not digest:
+        raise MalformedChunk(f"chunk without {headers.CHUNK_OF} or {headers.SHA256}")
+    if not (_NUMBER.fullmatch(index_text) and _NUMBER.fullmatch(count_text)):
+        raise MalformedChunk(f"{headers.CHUNK} {hdrs.get(headers.CHUNK)!r} is not index/count")
+    index, count = int(index_text), int(count_text)
+    if not 0 <= index < count <= MAX_CHUNKS:
+        raise MalformedChunk(f"chunk {index}/{count} of {whole_id} is out of range")
+    return whole_id, index, count, digest

@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 from cloud_bridge import headers
 from cloud_bridge.chunks import Reassembler
 from cloud_bridge.dedupe import EdgeSequenceTracker
-from cloud_bridge.errors import NATS_ERRORS, IntegrityError, log_nats_error
+from cloud_bridge.errors import NATS_ERRORS, IntegrityError, MalformedChunk, log_nats_error
 from cloud_bridge.settings import CLOUD_STREAM, CloudStreamSettings
 from schemas import topics
 from schemas.topics import TrafficClass
@@ -207,11 +207,11 @@ class CloudConsumer:
         payload = msg.data
         message_id = hdrs.get(headers.MSG_ID, "")
         if Reassembler.is_chunk(hdrs):
-            whole_id = hdrs[headers.CHUNK_OF]
+            whole_id = hdrs.get(headers.CHUNK_OF, "")
             self._held.setdefault(whole_id, []).append(msg)
             try:
                 whole = self._chunks.add(hdrs, msg.data)
-            except IntegrityError as exc:
+            except (IntegrityError, MalformedChunk) as exc:
                 log.error("uplink from %s: %s", edge, exc)  # noqa: TRY400 - no traceback needed
                 whole = None
                 self._release(whole_id, key, done)

@@ -27,11 +27,13 @@ from bus.errors import NotConnected
 from bus.mqtt import MqttClient
 from cloud_bridge import headers
 from cloud_bridge.chunks import Reassembler
-from cloud_bridge.errors import NATS_ERRORS, BridgeError, IntegrityError
+from cloud_bridge.errors import NATS_ERRORS, BridgeError, IntegrityError, MalformedChunk
 from cloud_bridge.ingest import split
 from cloud_bridge.settings import DOWNLINK_STREAM, BridgeSettings
 from schemas import topics
+from schemas.codec import encode
 from schemas.errors import InvalidName
+from schemas.status import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ _KINDS: dict[str, tuple[Callable[[str], str], bool]] = {
 }
 """Downlink kind -> (local topic builder of its one token, retained)."""
 _CHUNK_BYTES = 512 << 10
+SERVICE = "bridge"
+"""Dead letters of the downlink go where the uplink's do (`cloud_bridge.bridge.SERVICE`)."""
 
 
 def local_topic(subject: str) -> tuple[str, bool]:
@@ -210,13 +214,13 @@ class EdgeDownlink:
         payload: bytes | None = msg.data
         held = [msg]
         if Reassembler.is_chunk(hdrs):
-            whole_id = hdrs[headers.CHUNK_OF]
+            whole_id = hdrs.get(headers.CHUNK_OF, "")
             self._held.setdefault(whole_id, []).append(msg)
             try:
                 done = self._chunks.add(hdrs, msg.data)
-            except IntegrityError as exc:
-                log.error("downlink %s", exc)  # noqa: TRY400 - the digest says it all
-                self.rejected += 1
+            except (IntegrityError, MalformedChunk) as exc:
+                # Acked and dead-lettered: a poison message must not come back forever.
+                await self._dead_letter(msg.subject, msg.data, str(exc))
                 for m in self._held.pop(whole_id, []):
                     await _ack(m)
                 return
@@ -227,8 +231,7 @@ class EdgeDownlink:
         try:
             topic, retain = local_topic(msg.subject)
         except InvalidName as exc:
-            log.warning("downlink: %s", exc)
-            self.rejected += 1
+            await self._dead_letter(msg.subject, payload or b"", str(exc))
         else:
             try:
                 await self._bus.publish(topic, payload or b"", retain=retain, timeout=5)
@@ -237,6 +240,14 @@ class EdgeDownlink:
             self.delivered += 1
         for m in held:
             await _ack(m)
+
+    async def _dead_letter(self, subject: str, payload: bytes, reason: str) -> None:
+        """Report a downlink message that cannot be delivered on ``ef/dead-letter/bridge``."""
+        log.warning("downlink %s refused: %s", subject, reason)
+        self.rejected += 1
+        letter = DeadLetter.of(service=SERVICE, topic=subject, reason=reason, payload=payload)
+        with contextlib.suppress(NotConnected):
+            await self._bus.publish(topics.dead_letter(SERVICE), encode(letter), timeout=5)
 
 
 async def _ack(msg: Msg) -> None:

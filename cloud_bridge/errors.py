@@ -29,6 +29,10 @@ class IntegrityError(BridgeError):
         self.actual = actual
 
 
+class MalformedChunk(BridgeError):
+    """A message's chunk headers cannot be part of any payload (missing, garbled, inconsistent)."""
+
+
 NATS_ERRORS: tuple[type[BaseException], ...] = (
     nats.errors.Error,
     asyncio.TimeoutError,

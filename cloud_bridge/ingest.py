@@ -68,9 +68,11 @@ class Ingest:
         edge: this edge's id.
         js: JetStream context in the edge's own domain (the leaf).
         chunk_bytes: largest payload stored as one message.
+        max_payload_bytes: largest payload stored at all; a bigger one goes to `on_invalid`.
         backoff_max_s: cap of the retry back-off while the leaf is unavailable.
         on_stored: told which class received messages (wakes the forwarder).
-        on_invalid: gets messages whose topic cannot become a subject (dead-lettered).
+        on_invalid: gets messages whose topic cannot become a subject, or whose payload is
+            over `max_payload_bytes`, with the reason (dead-lettered).
 
     """
 
@@ -80,6 +82,7 @@ class Ingest:
         edge: str,
         js: Callable[[], JetStreamContext],
         chunk_bytes: int,
+        max_payload_bytes: int,
         backoff_max_s: float,
         on_stored: Callable[[TrafficClass], None],
         on_invalid: Callable[[InboundMessage, str], Awaitable[None]],
@@ -87,6 +90,7 @@ class Ingest:
         self._edge = edge
         self._js = js
         self._chunk_bytes = chunk_bytes
+        self._max_payload_bytes = max_payload_bytes
         self._backoff_max_s = backoff_max_s
         self._on_stored = on_stored
         self._on_invalid = on_invalid
@@ -106,6 +110,15 @@ class Ingest:
         parts: list[_Part] = []
         invalid: list[tuple[InboundMessage, str]] = []
         for index, message in enumerate(messages):
+            if len(message.payload) > self._max_payload_bytes:
+                invalid.append(
+                    (
+                        message,
+                        f"payload of {len(message.payload)} bytes is over the bridge's limit "
+                        f"of {self._max_payload_bytes} bytes",
+                    )
+                )
+                continue
             try:
                 subject = queue_subject(self._edge, message.topic)
             except InvalidName as exc:

@@ -55,6 +55,9 @@ class BridgeSettings(BaseModel):
     within a class's budget loses nothing. `publish_timeout_s` bounds each cloud publish; a
     timed-out publish is retried with the same `Nats-Msg-Id`, since JetStream may have stored it.
     `bulk_bytes_per_s` caps the uplink bandwidth of the `bulk` classes (0 = no cap).
+    `max_payload_bytes` is the largest payload the bridge stores: a bigger one is
+    dead-lettered (``ef/dead-letter/bridge``) before it touches the queues, so one message can
+    never evict a class's backlog (at most 64 MiB, half the MQTT client's largest packet).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -74,6 +77,7 @@ class BridgeSettings(BaseModel):
     bulk: frozenset[TrafficClass] = frozenset({TrafficClass.HARD_EXAMPLES})
     bulk_bytes_per_s: int = Field(default=0, ge=0)
     chunk_bytes: int = Field(default=512 << 10, ge=1024, le=900 << 10)
+    max_payload_bytes: int = Field(default=16 << 20, ge=1024, le=64 << 20)
     duplicate_window_s: float = Field(default=600, gt=0)
 
     def limits_of(self, traffic_class: TrafficClass) -> ClassLimits:

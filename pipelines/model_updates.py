@@ -20,6 +20,7 @@ so the retained update does not bring it back after a reconnect or a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from typing import Self
 
 import numpy as np
 
+from bus.errors import NotConnected
 from bus.lifecycle import ServiceTasks
 from bus.mqtt import MqttClient
 from bus.subscription import InboundMessage
@@ -42,6 +44,7 @@ from schemas.errors import EdgefabricError, SchemaError
 from schemas.frames import unpack
 from schemas.models import ModelCommand, ModelState, ModelStatus, ModelUpdate
 from schemas.signing import TrustedKeys, verify_model_update
+from schemas.status import DeadLetter
 
 log = logging.getLogger(__name__)
 SERVICE = "models"
@@ -183,6 +186,7 @@ class ModelUpdater:
         except SchemaError as exc:
             self.rejected += 1
             await self._status(name, slot, ModelState.REJECTED, reason=exc.reason)
+            await self._dead_letter(message, exc.reason)
             return
         if header.version == slot.version or header.version in self.refused_versions.get(
             name, set()
@@ -201,10 +205,19 @@ class ModelUpdater:
             await self._status(
                 name, slot, ModelState.REJECTED, reason=reason, candidate=header.version
             )
+            await self._dead_letter(message, reason)
             return
         slot.swap(candidate)
         self.applied += 1
         await self._status(name, slot, ModelState.ACTIVE, candidate=header.version)
+
+    async def _dead_letter(self, message: InboundMessage, reason: str) -> None:
+        """Put a refused update or command on ``ef/dead-letter/models`` with its reason."""
+        letter = DeadLetter.of(
+            service=SERVICE, topic=message.topic, reason=reason, payload=message.payload
+        )
+        with contextlib.suppress(NotConnected):
+            await self._bus.publish(topics.dead_letter(SERVICE), encode(letter))
 
     def _prepare(self, slot: ModelSlot, header: ModelUpdate, body: bytes) -> LoadedModel:
         """Verify, load and validate (in a worker thread)."""
@@ -234,6 +247,7 @@ class ModelUpdater:
             command = decode(ModelCommand, message.payload)
         except SchemaError as exc:
             log.warning("model command for %s refused: %s", name, exc.reason)
+            await self._dead_letter(message, exc.reason)
             return
         leaving = slot.version
         if slot.rollback():
