@@ -81,6 +81,19 @@ class ServiceTasks:
             _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop but is still running.
+
+    On Python 3.11 `asyncio.wait_for` (inside nats.py's requests and fetches) returns a result
+    that arrives just as the task is cancelled and drops the cancellation; a loop around such
+    calls then runs forever and whoever awaits the task hangs. The task's `cancelling()` count
+    still records the request, so loops that call such libraries check it each turn.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ContextGroup:
     """Several async context managers entered in order and left in reverse, as one.
 

@@ -63,14 +63,14 @@ def edge_leaf_permissions(edge: str) -> dict[str, list[str]]:
     """What an edge's leaf connection may send to and receive from the hub.
 
     On an accepted leaf connection the hub applies the user's permissions as for a client
-    (verified in tests/bridge/test_permissions.py): `publish` = subjects the leaf may send
+    (verified in tests/bridge/test_security.py): `publish` = subjects the leaf may send
     into the hub, `subscribe` = subjects the hub forwards to the leaf.
 
-    Subject permissions check subjects, never request bodies: the JetStream API subjects
-    below are narrowed to this edge's downlink consumer name, but that consumer's filter is
-    in the request body, so an edge holding these credentials could bind `ef-down-{edge}`
-    with another edge's filter. Only separate accounts (one per edge, exports/imports)
-    close that; see docs/bridge.md.
+    The JetStream API is limited to reading and acknowledging this edge's downlink
+    consumer: no CREATE of any form. Subject permissions never inspect request bodies, and a
+    consumer's filter is in the body, so an edge allowed to create `ef-down-{edge}` could give
+    it another edge's filter; the cloud provisions the consumer instead
+    (`cloud_bridge.downlink.provision_downlink`).
     """
     api = f"$JS.{CLOUD_DOMAIN}.API"
     consumer = f"{DOWNLINK_STREAM}.ef-down-{edge}"
@@ -81,9 +81,6 @@ def edge_leaf_permissions(edge: str) -> dict[str, list[str]]:
             "ef.cloud.infer.>",
             f"{api}.INFO",
             f"{api}.CONSUMER.INFO.{consumer}",
-            f"{api}.CONSUMER.CREATE.{consumer}",
-            f"{api}.CONSUMER.CREATE.{consumer}.>",
-            f"{api}.CONSUMER.DURABLE.CREATE.{consumer}",
             f"{api}.CONSUMER.MSG.NEXT.{consumer}",
             f"$JS.ACK.{consumer}.>",
             f"$JS.ACK.*.*.{consumer}.>",

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
+from bus.lifecycle import raise_if_cancelled
 from cloud_bridge import headers
 from cloud_bridge.chunks import Reassembler
 from cloud_bridge.dedupe import EdgeSequenceTracker
@@ -164,11 +165,9 @@ class CloudConsumer:
         try:
             return await psub.fetch(self._batch, timeout=0.5)
         except (nats.errors.TimeoutError, *NATS_ERRORS) as exc:  # type: ignore[misc]
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # nats.py can turn our cancellation into its own error or (3.11 wait_for) into
-                # a timeout; swallowing it hung the demo's and bench.bridge's teardown.
-                raise asyncio.CancelledError from exc
+            # nats.py can turn our cancellation into its own error or (3.11 wait_for) into
+            # a timeout; swallowing it hung the demo's and bench.bridge's teardown.
+            raise_if_cancelled()
             if isinstance(exc, nats.errors.TimeoutError):
                 return []
             log.debug("uplink fetch failed (hub restarting?): %s", exc)
@@ -182,9 +181,11 @@ class CloudConsumer:
                 psub = await self._subscribe()
                 break
             except NATS_ERRORS as exc:
+                raise_if_cancelled()
                 log.debug("uplink consumer not bound yet: %s", exc)
                 await asyncio.sleep(0.2)
         while True:
+            raise_if_cancelled()  # a fetch may have returned messages and lost our cancel
             done: list[Msg] = []
             for msg in await self._fetch(psub):
                 message = self._accept(msg, done)

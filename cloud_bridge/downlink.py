@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bus.errors import NotConnected
+from bus.lifecycle import raise_if_cancelled
 from bus.mqtt import MqttClient
 from cloud_bridge import headers
 from cloud_bridge.chunks import Reassembler
@@ -31,6 +32,7 @@ from cloud_bridge.errors import NATS_ERRORS, BridgeError, IntegrityError, Malfor
 from cloud_bridge.ingest import split
 from cloud_bridge.settings import DOWNLINK_STREAM, BridgeSettings
 from schemas import topics
+from schemas.base import check_name
 from schemas.codec import encode
 from schemas.errors import InvalidName
 from schemas.status import DeadLetter
@@ -83,6 +85,36 @@ async def ensure_downlink_stream(nc: NatsClient, *, replicas: int = 1) -> None:
         await js.update_stream(config)
 
 
+def downlink_consumer(edge: str) -> ConsumerConfig:
+    """The one durable consumer through which `edge` reads its downlink and the broadcasts.
+
+    One consumer for both filters keeps the stream's order between a broadcast and a message
+    to this edge (a broadcast model update, then this edge's rollback, must arrive in that
+    order).
+    """
+    name = f"ef-down-{check_name(edge)}"
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=120,
+        max_ack_pending=10_000,
+        filter_subjects=list(topics.downlink_filters(edge)),
+    )
+
+
+async def provision_downlink(nc: NatsClient, edge: str, *, replicas: int = 1) -> None:
+    """Create (or update) `edge`'s downlink consumer from the cloud side.
+
+    Subject permissions never inspect request bodies, and a consumer's filter is in the body:
+    an edge allowed to create its consumer could give it another edge's filter. So a confined
+    edge is not allowed to (`bus.nats_server.edge_leaf_permissions`), and the cloud, which
+    knows the edge's name from its login, creates it here.
+    """
+    await ensure_downlink_stream(nc, replicas=replicas)
+    await nc.jetstream(timeout=5).add_consumer(DOWNLINK_STREAM, downlink_consumer(edge))
+
+
 class CloudPublisher:
     """What cloud services use to send to edges: durable, chunked above the max payload.
 
@@ -131,6 +163,11 @@ class CloudPublisher:
         if nc is not None:
             await nc.close()
 
+    async def provision(self, edge: str) -> None:
+        """Create `edge`'s downlink consumer (see `provision_downlink`)."""
+        assert self._nc is not None, "enter the publisher first"
+        await provision_downlink(self._nc, edge, replicas=self._replicas)
+
     async def publish(
         self, edge: str | None, kind: str, *tokens: str, payload: bytes, message_id: str = ""
     ) -> None:
@@ -173,24 +210,26 @@ class EdgeDownlink:
         """Nothing to do up front: the consumer is bound lazily, since the hub may be away."""
 
     async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
-        edge = self._settings.edge_id
+        """Bind this edge's downlink consumer; create it only if the hub lets this edge.
+
+        A confined edge (per-edge leaf user) may not create consumers at all: its consumer
+        is provisioned by the cloud (`provision_downlink`), so the edge can never choose the
+        filter. An unconfined edge (development, the demo) creates its own on first use.
+        """
         js = self._nc().jetstream(domain="cloud", timeout=5)
-        return await js.pull_subscribe(
-            "",
-            durable=f"ef-down-{edge}",
-            stream=DOWNLINK_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=120,
-                max_ack_pending=10_000,
-                filter_subjects=list(topics.downlink_filters(edge)),
-            ),
-        )
+        config = downlink_consumer(self._settings.edge_id)
+        assert config.durable_name is not None
+        try:
+            await js.consumer_info(DOWNLINK_STREAM, config.durable_name)
+        except nats.js.errors.NotFoundError:
+            await js.add_consumer(DOWNLINK_STREAM, config)
+        return await js.pull_subscribe_bind(config.durable_name, stream=DOWNLINK_STREAM)
 
     async def run(self) -> None:
         """Fetch and deliver forever; rebind after the hub or the link was away."""
         psub = None
         while True:
+            raise_if_cancelled()  # nats.py's wait_for may have dropped a cancel
             if psub is None:
                 try:
                     psub = await self._bind()

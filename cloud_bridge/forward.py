@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from bus.lifecycle import raise_if_cancelled
 from cloud_bridge import headers
 from cloud_bridge.errors import NATS_ERRORS
 from cloud_bridge.link import LinkHealth
@@ -156,6 +157,7 @@ class Forwarder:
         next class gets its turn, so a steady trickle of twin updates cannot starve results.
         """
         while True:
+            raise_if_cancelled()  # nats.py's wait_for may have dropped a cancel
             if self._link.state is LinkState.DOWN:
                 # Publishing into a dead (or black-holed) link only costs a publish timeout
                 # when it returns; the probe says within ~0.25 s that the hub answers again.

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from nats.aio.client import Client as NatsClient
 
+from bus.lifecycle import raise_if_cancelled
 from cloud_bridge.errors import NATS_ERRORS
 from schemas.bridge import LinkState
 
@@ -75,6 +76,7 @@ class LinkHealth:
     async def run(self) -> None:
         """Probe forever; DOWN after two failures in a row, UP after one success."""
         while True:
+            raise_if_cancelled()  # nats.py's wait_for may have dropped a cancel
             started = time.monotonic()
             try:
                 await self._nc().request(_PROBE_SUBJECT, b"", timeout=self._timeout_s)

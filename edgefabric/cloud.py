@@ -73,15 +73,18 @@ class Cloud:
                 self.inference = await stack.enter_async_context(
                     CloudInferenceService(self.config.hub.url, self._inference_models())
                 )
+            edges = [u.edge for u in hub.leaf_users if u.edge is not None]
+            if self.config.learning.enabled or edges:
+                publisher = await stack.enter_async_context(
+                    CloudPublisher(self.config.hub.url, replicas=self.config.stream.replicas)
+                )
+                for edge in edges:  # confined edges may not create their own consumer
+                    await publisher.provision(edge)
             if self.config.learning.enabled:
                 self.learning = await stack.enter_async_context(
                     build_learning_service(
                         self.config.hub.url,
-                        await stack.enter_async_context(
-                            CloudPublisher(
-                                self.config.hub.url, replicas=self.config.stream.replicas
-                            )
-                        ),
+                        publisher,
                         data_dir=self.config.data_dir,
                         settings=self.config.learning,
                     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -60,3 +62,29 @@ async def collect(bus: MqttClient, topic_filter: str) -> AsyncIterator[Collected
                 yield out
             finally:
                 task.cancel()
+
+
+@contextlib.contextmanager
+def tasks_dumped_after(seconds: float) -> Iterator[None]:
+    """If the block is still running after `seconds`, print every asyncio task's stack.
+
+    A hung async test is usually idle in `select`, awaiting something that will never come;
+    pytest-timeout's thread dump shows only that, while the task stacks show what it awaits.
+    The dump is scheduled from a timer thread onto the loop, which also wakes an idle loop.
+    """
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        print(f"\n=== asyncio tasks still running after {seconds} s ===", file=sys.stderr)
+        for task in asyncio.all_tasks(loop):
+            print(f"--- {task.get_name()}: {task!r}", file=sys.stderr)
+            task.print_stack(limit=30, file=sys.stderr)
+        sys.stderr.flush()
+
+    timer = threading.Timer(seconds, loop.call_soon_threadsafe, (dump,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

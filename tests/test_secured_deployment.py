@@ -1,5 +1,5 @@
 """An edge and a cloud built from their configs, with a TLS leaf link and per-edge logins,
-carry a reading's result from a Modbus register to the cloud."""
+carry a reading's result from a Modbus register to the cloud, and desired state back."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bus.ports import free_port
+from cloud_bridge.downlink import TWIN_DESIRED, CloudPublisher
 from edgefabric.cloud import Cloud, ResultsSink
 from edgefabric.config import (
     BrokerSettings,
@@ -22,7 +23,10 @@ from edgefabric.edge import Edge
 from mappers.device import DeviceInstance, ModbusConnection, ModbusVisitor, PropertySpec
 from mappers.simulators.modbus_plc import ModbusPlcSimulator, RegisterKind
 from pipelines.settings import PipelinesSettings, StreamingPipelineSettings
+from schemas.codec import encode
+from schemas.twin import TwinDesiredSet
 from tests.bridge.test_security import make_pki
+from tests.support import wait_for
 
 
 def test_a_secured_hub_needs_a_cloud_login_and_paired_tls_files():
@@ -79,12 +83,19 @@ async def test_configs_with_tls_and_edge_logins_carry_results_to_the_cloud(
     assert "ef-cloud:cloud-secret@" in cloud_config.hub.url
     async with (
         Cloud(cloud_config) as cloud,
-        Edge(edge, extra_devices=[device]),
+        Edge(edge, extra_devices=[device]) as site,
         cloud.consumer("secured") as consumer,
+        CloudPublisher(cloud_config.hub.url) as publisher,
     ):
         async with asyncio.timeout(30):
             async for message in consumer.messages():
                 if sink.handle(message) is not None:
                     break
+        # Down: the site may not create its downlink consumer; the cloud provisioned it.
+        desired = TwinDesiredSet(device="press", values={"setpoint": 1})
+        await publisher.publish("site-1", TWIN_DESIRED, "press", payload=encode(desired))
+        assert site.bridge is not None and site.bridge.downlink is not None
+        downlink = site.bridge.downlink
+        await wait_for(lambda: downlink.delivered >= 1, timeout=30, what="desired state down")
     assert sink.received == 1
     assert sink.latest[("site-1", "press")].outputs["score"] > 0

@@ -21,7 +21,7 @@ import random
 from types import TracebackType
 from typing import Self
 
-from bus.lifecycle import ServiceState, ServiceTasks
+from bus.lifecycle import ServiceState, ServiceTasks, raise_if_cancelled
 from cloud_bridge.cloud_consumer import CloudConsumer, UplinkMessage
 from cloud_bridge.downlink import TWIN_DESIRED, CloudPublisher
 from cloud_bridge.errors import BridgeError
@@ -178,6 +178,7 @@ class CloudTwins:
             self._in_flight = 1
             delay = _RETRY_MIN_S
             while True:
+                raise_if_cancelled()  # nats.py's wait_for may have dropped a cancel
                 try:
                     await self._publisher.publish(
                         edge,

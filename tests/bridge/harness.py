@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 from collections import defaultdict
 from types import TracebackType
 from typing import Self
 
+from bus.lifecycle import ServiceTasks
 from bus.mqtt import MqttClient
 from cloud_bridge.bridge import CloudBridge
 from cloud_bridge.cloud_consumer import CloudConsumer, UplinkMessage
@@ -45,11 +45,12 @@ class Collector:
     ) -> None:
         self.consumer = CloudConsumer(hub_url, durable=durable, stream=stream)
         self.got: list[UplinkMessage] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = ServiceTasks("test.collector")
 
     async def __aenter__(self) -> Self:
         await self.consumer.__aenter__()
-        self._task = asyncio.create_task(self._run())
+        await self._tasks.__aenter__()
+        self._tasks.spawn(self._run(), "consume")
         return self
 
     async def _run(self) -> None:
@@ -62,10 +63,7 @@ class Collector:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.__aexit__(exc_type, exc, tb)
         await self.consumer.__aexit__(exc_type, exc, tb)
 
 

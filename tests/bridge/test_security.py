@@ -20,10 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
 
 from bus.nats_server import HubSpec, LeafSpec, LeafUser, NatsServer
 from bus.ports import free_port
 from cloud_bridge.downlink import MODEL, CloudPublisher
+from cloud_bridge.settings import DOWNLINK_STREAM
+from schemas import topics
 from schemas.topics import TrafficClass
 from tests.bridge.conftest import Rig
 from tests.bridge.harness import Collector, assert_exactly, bridge_for, publish_numbered
@@ -209,16 +212,65 @@ async def _until_seen(nc: NatsClient, subject: str, seen: list[str]) -> None:
 
 
 async def test_a_confined_edge_bridge_forwards_and_receives_its_downlink(secure_rig: Rig) -> None:
+    """The uplink flows at once; the downlink as soon as the cloud provisions the consumer."""
     rig = secure_rig
-    async with CloudPublisher(rig.hub.url) as cloud:
+    async with (
+        CloudPublisher(rig.hub.url) as cloud,
+        bridge_for(rig) as bridge,
+        Collector(rig.hub.url) as collector,
+    ):
         await cloud.publish(rig.edge_id, MODEL, "detector", payload=b"v1")
         await cloud.publish("edge-2", MODEL, "other", payload=b"not for edge-1")
-    async with bridge_for(rig) as bridge, Collector(rig.hub.url) as collector:
         await publish_numbered(rig.broker_url, 0, 20)
         downlink = bridge.downlink
         assert downlink is not None
         await wait_for(lambda: len(collector.got) >= 20, timeout=30, what="uplink")
+        assert downlink.delivered == 0  # the edge could not create its consumer itself
+        await cloud.provision(rig.edge_id)
         await wait_for(lambda: downlink.delivered >= 1, timeout=30, what="downlink")
     assert_exactly(collector.got, 20)
     assert {m.traffic_class for m in collector.got} == {TrafficClass.RESULTS}
     assert downlink.delivered == 1
+
+
+def _hijack(form: str) -> ConsumerConfig:
+    """edge-1's consumer name with edge-2's filter, in each way nats-py can ask for it."""
+    theirs = topics.downlink_filters("edge-2")[0]
+    if form == "name+filter":  # extended subject CONSUMER.CREATE.EF_DOWN.<name>.<filter>
+        return ConsumerConfig(name="ef-down-edge-1", filter_subject=theirs)
+    if form == "name+filters":  # CONSUMER.CREATE.EF_DOWN.<name>, filters in the body
+        return ConsumerConfig(name="ef-down-edge-1", filter_subjects=[theirs])
+    if form == "durable":  # legacy CONSUMER.DURABLE.CREATE.EF_DOWN.<durable>
+        return ConsumerConfig(durable_name="ef-down-edge-1", filter_subject=theirs)
+    return ConsumerConfig(filter_subject=theirs)  # ephemeral: CONSUMER.CREATE.EF_DOWN
+
+
+async def test_a_confined_edge_cannot_point_its_downlink_consumer_at_another_edge(
+    secure_rig: Rig,
+) -> None:
+    """The consumer's filter is in the request body, which permissions never see: so a
+    confined edge may not create consumers at all, and reads only what the cloud provisioned."""
+    rig = secure_rig
+    async with CloudPublisher(rig.hub.url) as cloud:
+        await cloud.provision(rig.edge_id)
+        await cloud.publish("edge-2", MODEL, "other", payload=b"not for edge-1")
+        await cloud.publish(rig.edge_id, MODEL, "own", payload=b"for edge-1")
+    hub = await nats.connect(rig.hub.url)
+    edge = await nats.connect(rig.leaf.url, inbox_prefix="_INBOX.edge-1")
+    try:
+        js = edge.jetstream(domain="cloud", timeout=2)
+        forms = ("name+filter", "name+filters", "durable", "ephemeral")
+        refused = await asyncio.gather(
+            *(js.add_consumer(DOWNLINK_STREAM, _hijack(f)) for f in forms), return_exceptions=True
+        )
+        assert all(isinstance(r, nats.errors.Error) for r in refused), refused  # none created
+        consumers = await hub.jetstream().consumers_info(DOWNLINK_STREAM)
+        assert [(c.name, c.config.filter_subjects) for c in consumers] == [
+            ("ef-down-edge-1", list(topics.downlink_filters(rig.edge_id)))
+        ]
+        psub = await js.pull_subscribe_bind("ef-down-edge-1", stream=DOWNLINK_STREAM)
+        got = await psub.fetch(10, timeout=5)
+        assert [m.subject for m in got] == [topics.downlink(rig.edge_id, MODEL, "own")]
+    finally:
+        await edge.close()
+        await hub.close()

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bus.lifecycle import ServiceState, ServiceTasks
+from bus.lifecycle import ServiceState, ServiceTasks, raise_if_cancelled
 
 
 async def test_leaving_stops_a_task_that_swallows_one_cancellation():
@@ -26,6 +26,32 @@ async def test_leaving_stops_a_task_that_swallows_one_cancellation():
             await asyncio.sleep(0)  # let it start (a yield, not a wait)
     assert swallowed.is_set()
     assert tasks.state is ServiceState.STOPPED
+
+
+async def test_a_loop_that_checks_ends_after_a_library_dropped_its_cancellation():
+    """One cancel() only, as a plain task's owner sends it: the check must end the loop."""
+    turns = 0
+
+    async def library_call() -> None:
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            pass  # what 3.11's wait_for does when the result and the cancel race
+
+    async def loop() -> None:
+        nonlocal turns
+        while True:
+            raise_if_cancelled()
+            turns += 1
+            await library_call()
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    async with asyncio.timeout(5):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert turns > 0
 
 
 async def test_tasks_are_named_after_the_service():

@@ -34,7 +34,7 @@ from tests.bridge.harness import Collector
 from tests.bridge.proxy import BlackHoleProxy
 from tests.chaos.load import DEVICE, Load, hard_example_number
 from tests.chaos.processes import AUTOSAVE_S, Child, Mosquitto, python
-from tests.support import wait_for
+from tests.support import tasks_dumped_after, wait_for
 from twin.store import TwinStore
 
 pytestmark = [
@@ -234,6 +234,11 @@ async def test_sigkill_of_every_process_and_a_blackholed_uplink_lose_and_duplica
 ) -> None:
     load = Load()
     log: dict[str, float] = {}
+    with tasks_dumped_after(150):
+        await _run(tmp_path, load, log)
+
+
+async def _run(tmp_path: Path, load: Load, log: dict[str, float]) -> None:
     async with running(tmp_path) as (stack, cloud), asyncio.TaskGroup() as group:
         group.create_task(load.readings(stack.broker.url), name="chaos.load.readings")
         group.create_task(load.twin_sets(stack.broker.url), name="chaos.load.twin")
