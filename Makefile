@@ -29,7 +29,7 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 chaos: $(STAMP)
-	EDGEFABRIC_CHAOS=1 $(BIN)/pytest tests/chaos -p no:cacheprovider
+	$(BIN)/pytest tests/chaos -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.e2e
