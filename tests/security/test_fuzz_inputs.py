@@ -3,25 +3,21 @@ each lands on its dead-letter topic with a reason, and a valid message still wor
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from bus.mqtt import MqttClient
-from bus.subscription import Subscription
 from pipelines.settings import StreamingPipelineSettings
 from pipelines.streaming import StreamingPipeline
 from schemas import topics
 from schemas.codec import decode, encode
 from schemas.errors import SchemaError
 from schemas.readings import DeviceState, DeviceStatus, Reading
-from schemas.status import DeadLetter
 from schemas.twin import TwinDesiredSet, TwinGetRequest
-from tests.security.fuzz import hostile_payloads
+from tests.security.fuzz import Observer, fuzz_topic, hostile_payloads, observing
 from tests.support import wait_for
 from twin.service import TwinService
 
@@ -50,80 +46,10 @@ def _numeric_reading(payload: bytes) -> bool:
     return True
 
 
-@dataclass
-class Observer:
-    """Collects what a service publishes, by topic."""
-
-    seen: dict[str, list[bytes]] = field(default_factory=dict)
-
-    async def run(self, sub: Subscription) -> None:
-        async for message in sub:
-            self.seen.setdefault(message.topic, []).append(message.payload)
-
-    def letters(self, service: str) -> list[DeadLetter]:
-        return [decode(DeadLetter, p) for p in self.seen.get(topics.dead_letter(service), [])]
-
-
-async def _fuzz(
-    *,
-    bus: MqttClient,
-    observer: Observer,
-    service: str,
-    topic: str,
-    payloads: list[bytes],
-    timeout: float = 30.0,
-) -> None:
-    """Publish every hostile payload; each must come back as one dead letter with a reason."""
-    await _until_listening(bus, observer, service, topic)
-    before = len(observer.letters(service))
-    for payload in payloads:
-        await bus.publish(topic, payload)
-    await wait_for(
-        lambda: len(observer.letters(service)) >= before + len(payloads),
-        timeout=timeout,
-        what=f"{len(payloads)} dead letters from {service} for {topic}",
-    )
-    letters = observer.letters(service)[before:]
-    assert len(letters) == len(payloads)
-    assert all(letter.topic == topic and letter.reason for letter in letters)
-    assert sorted(letter.payload_size for letter in letters) == sorted(len(p) for p in payloads)
-
-
-async def _until_listening(bus: MqttClient, observer: Observer, service: str, topic: str) -> None:
-    """Probe until `service` dead-letters one payload on `topic`, i.e. it has subscribed.
-
-    A service whose ``__aenter__`` returns before its subscription is active (the streaming
-    pipeline today) would otherwise miss the first payloads and fail the count for that reason.
-    """
-    async with asyncio.timeout(15):
-        while True:
-            before = len(observer.letters(service))
-            await bus.publish(topic, b"probe")
-            try:
-                await wait_for_count(observer, service, before + 1, timeout=1.0)
-            except TimeoutError:
-                continue
-            return
-
-
-async def wait_for_count(observer: Observer, service: str, count: int, timeout: float) -> None:
-    """Wait until `service` has published `count` dead letters (raises TimeoutError)."""
-    async with asyncio.timeout(timeout):
-        while len(observer.letters(service)) < count:
-            await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def observed(mosquitto_url: str) -> AsyncIterator[tuple[MqttClient, Observer]]:
-    async with (
-        MqttClient(mosquitto_url, client_id="fuzzer") as bus,
-        bus.subscribe("ef/#", maxsize=10_000) as sub,
-        asyncio.TaskGroup() as tg,
-    ):
-        observer = Observer()
-        task = tg.create_task(observer.run(sub))
-        yield bus, observer
-        task.cancel()
+    async with observing(mosquitto_url) as pair:
+        yield pair
 
 
 async def test_twin_survives_hostile_payloads_on_every_inbound_topic(
@@ -148,7 +74,9 @@ async def test_twin_survives_hostile_payloads_on_every_inbound_topic(
     ):
         for topic, valid, accepted in cases:
             payloads = hostile_payloads(json.loads(encode(valid)), accepted)
-            await _fuzz(bus=bus, observer=observer, service="twin", topic=topic, payloads=payloads)
+            await fuzz_topic(
+                bus=bus, observer=observer, service="twin", topic=topic, payloads=payloads
+            )
         # Still alive: each valid message is handled after all that.
         for topic, valid, _ in cases:
             await bus.publish(topic, encode(valid))
@@ -175,7 +103,9 @@ async def test_pipeline_survives_hostile_readings(
         StreamingPipeline(settings, bus=pipe_bus) as pipeline,
     ):
         payloads = hostile_payloads(json.loads(encode(valid)), _numeric_reading)
-        await _fuzz(bus=bus, observer=observer, service="pipelines", topic=topic, payloads=payloads)
+        await fuzz_topic(
+            bus=bus, observer=observer, service="pipelines", topic=topic, payloads=payloads
+        )
         for _ in range(settings.window):
             await bus.publish(topic, encode(Reading(device=DEVICE, property="vib", value=0.1)))
         await wait_for(
@@ -193,7 +123,7 @@ async def test_twin_refuses_a_reading_whose_body_names_another_device(
         MqttClient(mosquitto_url, client_id="twin") as twin_bus,
         TwinService(bus=twin_bus, db_path=tmp_path / "twin.db"),
     ):
-        await _fuzz(
+        await fuzz_topic(
             bus=bus,
             observer=observer,
             service="twin",
@@ -213,7 +143,7 @@ async def test_pipeline_refuses_non_finite_values(
         StreamingPipeline(settings, bus=pipe_bus),
     ):
         payloads = [encode(Reading(device=DEVICE, property="vib", value=v)) for v in ("nan", "inf")]
-        await _fuzz(
+        await fuzz_topic(
             bus=bus,
             observer=observer,
             service="pipelines",
