@@ -47,6 +47,23 @@ async def test_v5_response_topic_and_correlation_data_reach_the_subscriber(mosqu
     assert message.correlation_data == b"c1"
 
 
+async def test_a_v5_broker_never_sends_a_packet_over_our_limit(mosquitto_url):
+    """Announced in CONNECT: Mosquitto discards the big message for us instead of sending it,
+    which would drop the connection and, on a persistent session, come back on every
+    reconnect."""
+    async with (
+        MqttClient(mosquitto_url, client_id="small", clean_session=False, max_packet=4096) as small,
+        small.subscribe("big/#") as sub,
+        MqttClient(mosquitto_url, client_id="sender") as sender,
+    ):
+        await sender.publish("big/1", bytes(10_000))
+        await sender.publish("big/2", b"fits")
+        message = await _next(sub)
+        assert (message.topic, message.payload) == ("big/2", b"fits")
+        assert small.connects == 1
+        assert small.state is ConnectionState.CONNECTED
+
+
 async def test_a_full_drop_oldest_inbox_keeps_the_newest_and_counts_the_rest(amqtt_url):
     async with MqttClient(amqtt_url, client_id="drop") as client:
         async with client.subscribe("d/#", maxsize=2, overflow=Overflow.DROP_OLDEST) as sub:
