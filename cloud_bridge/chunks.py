@@ -50,7 +50,8 @@ class Reassembler:
         Raises:
             IntegrityError: the reassembled payload's sha256 differs from the sent one.
             MalformedChunk: the chunk headers are missing, not numbers, out of range, or
-                disagree with the payload's other chunks.
+                disagree with the payload's other chunks; or the payload's chunks so far
+                exceed `max_bytes` (it is forgotten).
 
         """
         whole_id, index, count, digest = _chunk_headers(hdrs)
@@ -61,6 +62,9 @@ class Reassembler:
         if (count, digest) != (partial.count, partial.digest):
             raise MalformedChunk(f"chunk {index}/{count} of {whole_id} disagrees with its siblings")
         partial.parts[index] = data
+        if partial.size > self._max_bytes:  # alone: _trim keeps the newest partial
+            del self._partials[whole_id]
+            raise MalformedChunk(f"payload {whole_id} is larger than {self._max_bytes} bytes")
         self._trim()
         if len(partial.parts) < partial.count:
             return None
@@ -70,6 +74,10 @@ class Reassembler:
         if actual != partial.digest:
             raise IntegrityError(whole_id, partial.digest, actual)
         return whole_id, payload
+
+    def discard(self, whole_id: str) -> None:
+        """Forget a payload's chunks (its receiver gave up on it); nothing if unknown."""
+        self._partials.pop(whole_id, None)
 
     def _trim(self) -> None:
         while len(self._partials) > 1 and sum(p.size for p in self._partials.values()) > (

@@ -22,10 +22,13 @@ from nats.js.kv import KeyValue
 from bus.lifecycle import raise_if_cancelled
 from cloud_bridge import headers
 from cloud_bridge.chunks import Reassembler
+from cloud_bridge.dead_letters import CloudDeadLetters
 from cloud_bridge.dedupe import EdgeSequenceTracker
 from cloud_bridge.errors import NATS_ERRORS, IntegrityError, MalformedChunk, log_nats_error
 from cloud_bridge.settings import CLOUD_STREAM, CloudStreamSettings
 from schemas import topics
+from schemas.base import check_name
+from schemas.errors import InvalidName
 from schemas.topics import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,78 @@ class UplinkMessage:
     message_id: str
 
 
+_POSITION = re.compile(r"(?:([0-9]{1,20})\.)?([0-9]{1,20})")  # [epoch.]seq: ASCII, up to 2**64
+MAX_PENDING_PER_EDGE = 16
+"""Chunked payloads one edge may have half-delivered at once (the bridge sends one per class at
+a time); past it the edge's oldest is given up, so one edge cannot hold the consumer's memory."""
+
+
+_KV_SAFE = re.compile(r"[-/_=.a-zA-Z0-9]+")  # what a JetStream KV key may hold
+_KV_ENCODED = "_x."
+
+
+def _kv_key(key: str) -> str:
+    """The KV key of a tracker key; hex-encoded when it is not KV-safe.
+
+    Edge names may be any `schemas.base.Name` (``ünïcødé``), which KV refuses: the put failed,
+    the batch was never acknowledged, and one such edge wedged the consumer for every edge.
+    A tracker key always ends in a class name, which is never all hex, so no clash.
+    """
+    return key if _KV_SAFE.fullmatch(key) else _KV_ENCODED + key.encode().hex()
+
+
+def _tracker_key(kv_key: str) -> str:
+    """Inverse of `_kv_key`."""
+    if kv_key.startswith(_KV_ENCODED):
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(kv_key[len(_KV_ENCODED) :]).decode()
+    return kv_key
+
+
+class _Refused(ValueError):
+    """An uplink message no cloud service can accept (reported as a dead letter)."""
+
+
 def _position(hdrs: dict[str, str]) -> tuple[int, int]:
-    epoch, _, seq = hdrs.get(headers.EDGE_SEQ, "0").rpartition(".")
-    return int(epoch or 0), int(seq or 0)
+    """(epoch, sequence) of ``Ef-Edge-Seq``; (0, 0) when absent.
+
+    Raises:
+        _Refused: the header is not ``[epoch.]seq`` in ASCII digits (at most 20 digits each: an edge
+            must not be able to make the tracker hold a number of any size).
+
+    """
+    text = hdrs.get(headers.EDGE_SEQ)
+    if text is None:
+        return 0, 0
+    match = _POSITION.fullmatch(text)
+    if match is None:
+        raise _Refused(f"{headers.EDGE_SEQ} {text[:40]!r} is not [epoch.]sequence")
+    return int(match.group(1) or 0), int(match.group(2))
+
+
+def _origin(subject: str, hdrs: dict[str, str]) -> tuple[str, TrafficClass]:
+    """The sending edge and traffic class, read from the subject, not from a header.
+
+    The hub's permissions confine an edge to its own ``ef.up.{edge}.>``, so the subject says
+    who sent a message; the ``Ef-Edge`` header is only the sender's claim.
+
+    Raises:
+        _Refused: too few tokens, an invalid edge token, an unknown class, or an ``Ef-Edge``
+            header naming another edge (a spoof: it would poison that edge's dedupe state).
+
+    """
+    parts = subject.split(".")
+    if len(parts) < 5:  # ef.up.{edge}.{class}.{topic...}
+        raise _Refused("too few subject tokens for ef.up.{edge}.{class}.{...}")
+    try:
+        edge = check_name(parts[2])
+        traffic_class = TrafficClass(parts[3])
+    except (InvalidName, ValueError) as exc:
+        raise _Refused(f"not an uplink subject: {exc}") from exc
+    claimed = hdrs.get(headers.EDGE)
+    if claimed is not None and claimed != edge:
+        raise _Refused(f"{headers.EDGE} {claimed[:140]!r} is not the subject's edge {edge!r}")
+    return edge, traffic_class
 
 
 class CloudConsumer:
@@ -77,12 +149,21 @@ class CloudConsumer:
     unacknowledged messages again (at least once across a consumer crash, never across edge
     or link failures). Use one consumer instance per durable name.
 
+    Messages are refused, acknowledged and dead-lettered on ``ef.cloud.dead-letter.{service}``
+    (`dead_letters`), never yielded and never left to block the consumer, when their subject is
+    not ``ef.up.{edge}.{class}.{...}`` with a valid edge and a known class, their ``Ef-Edge``
+    header names another edge than the subject, their ``Ef-Edge-Seq`` is not
+    ``[epoch.]seq``, their chunk headers are malformed or the chunks do not match their
+    sha256, or their edge has more than `MAX_PENDING_PER_EDGE` chunked payloads pending.
+    Chunks are reassembled per edge: one edge cannot complete or spoil another's payload.
+
     Args:
         hub_url: the hub's client URL.
         durable: consumer name.
         filter_subject: which uplink subjects (see `schemas.topics.uplink_filter`).
         stream: the uplink stream's settings (it is created on entry).
         batch: messages fetched at once.
+        service: the name its dead letters are published under (default: `durable`).
 
     """
 
@@ -96,6 +177,7 @@ class CloudConsumer:
         batch: int = 256,
         user: str | None = None,
         password: str | None = None,
+        service: str | None = None,
     ) -> None:
         self._hub_url = hub_url
         self._durable = durable
@@ -108,6 +190,8 @@ class CloudConsumer:
         self._kv: KeyValue | None = None
         self._chunks = Reassembler()
         self._held: dict[str, list[Msg]] = {}
+        self._pending: dict[str, list[str]] = {}  # edge -> its incomplete payloads, oldest first
+        self.dead_letters = CloudDeadLetters(service or durable, lambda: self._nc)
         self.tracker = EdgeSequenceTracker()
         self.received = 0
         self.duplicates = 0
@@ -136,7 +220,7 @@ class CloudConsumer:
                 for key in await self._kv.keys():
                     entry = await self._kv.get(key)
                     if entry.value:
-                        self.tracker.load(key, entry.value)
+                        self.tracker.load(_tracker_key(key), entry.value)
         except BaseException:
             await self._nc.close()
             raise
@@ -188,19 +272,23 @@ class CloudConsumer:
             raise_if_cancelled()  # a fetch may have returned messages and lost our cancel
             done: list[Msg] = []
             for msg in await self._fetch(psub):
-                message = self._accept(msg, done)
+                message = await self._accept(msg, done)
                 if message is not None:
                     self.received += 1
                     yield message
             await self._commit(done)
 
-    def _accept(self, msg: Msg, done: list[Msg]) -> UplinkMessage | None:
-        """Dedupe and reassemble one stream message; `done` collects what may be acked."""
+    async def _accept(self, msg: Msg, done: list[Msg]) -> UplinkMessage | None:
+        """Check, dedupe and reassemble one stream message; `done` collects what may be acked."""
         hdrs = dict(msg.headers or {})
-        parts = msg.subject.split(".")
-        edge = hdrs.get(headers.EDGE) or parts[2]
-        key = f"{edge}.{parts[3]}"
-        epoch, seq = _position(hdrs)
+        try:
+            edge, traffic_class = _origin(msg.subject, hdrs)
+            epoch, seq = _position(hdrs)
+        except _Refused as exc:
+            await self.dead_letters(msg.subject, msg.data, str(exc))
+            done.append(msg)
+            return None
+        key = f"{edge}.{traffic_class.value}"
         if seq and self.tracker.seen(key, seq, epoch):
             self.duplicates += 1
             done.append(msg)
@@ -208,18 +296,10 @@ class CloudConsumer:
         payload = msg.data
         message_id = hdrs.get(headers.MSG_ID, "")
         if Reassembler.is_chunk(hdrs):
-            whole_id = hdrs.get(headers.CHUNK_OF, "")
-            self._held.setdefault(whole_id, []).append(msg)
-            try:
-                whole = self._chunks.add(hdrs, msg.data)
-            except (IntegrityError, MalformedChunk) as exc:
-                log.error("uplink from %s: %s", edge, exc)  # noqa: TRY400 - no traceback needed
-                whole = None
-                self._release(whole_id, key, done)
+            whole = await self._add_chunk(msg, hdrs, edge, key, done)
             if whole is None:
                 return None
             message_id, payload = whole
-            self._release(whole_id, key, done)
         elif seq:
             self.tracker.record(key, seq, epoch)
             done.append(msg)
@@ -227,7 +307,7 @@ class CloudConsumer:
             done.append(msg)
         return UplinkMessage(
             edge=edge,
-            traffic_class=TrafficClass(parts[3]),
+            traffic_class=traffic_class,
             subject=msg.subject,
             topic=hdrs.get(headers.TOPIC, ""),
             payload=payload,
@@ -235,11 +315,47 @@ class CloudConsumer:
             message_id=message_id,
         )
 
+    async def _add_chunk(
+        self, msg: Msg, hdrs: dict[str, str], edge: str, key: str, done: list[Msg]
+    ) -> tuple[str, bytes] | None:
+        """Add one chunk, reassembled in the edge's own namespace; the whole when complete."""
+        sent_id = hdrs.get(headers.CHUNK_OF, "")
+        whole_id = f"{edge}/{sent_id}"  # an edge can neither finish nor spoil another's payload
+        if sent_id:
+            hdrs[headers.CHUNK_OF] = whole_id
+        pending = self._pending.setdefault(edge, [])
+        if whole_id not in pending:
+            pending.append(whole_id)
+        self._held.setdefault(whole_id, []).append(msg)
+        try:
+            whole = self._chunks.add(hdrs, msg.data)
+        except (IntegrityError, MalformedChunk) as exc:
+            await self.dead_letters(msg.subject, msg.data, str(exc))
+            self._give_up(whole_id, key, edge, done)
+            return None
+        if whole is not None:
+            self._give_up(whole_id, key, edge, done)
+            return sent_id, whole[1]
+        while len(pending) > MAX_PENDING_PER_EDGE:
+            oldest = pending[0]
+            reason = f"more than {MAX_PENDING_PER_EDGE} chunked payloads pending from {edge}"
+            await self.dead_letters(msg.subject, b"", f"{oldest} given up: {reason}")
+            self._give_up(oldest, key, edge, done)
+        return None
+
+    def _give_up(self, whole_id: str, key: str, edge: str, done: list[Msg]) -> None:
+        """Forget a payload (complete or refused) and let its chunks be acknowledged."""
+        self._chunks.discard(whole_id)
+        with contextlib.suppress(ValueError):
+            self._pending.get(edge, []).remove(whole_id)
+        self._release(whole_id, key, done)
+
     def _release(self, whole_id: str, key: str, done: list[Msg]) -> None:
         for held in self._held.pop(whole_id, []):
-            epoch, seq = _position(dict(held.headers or {}))
-            if seq:
-                self.tracker.record(key, seq, epoch)
+            with contextlib.suppress(_Refused):  # checked when it arrived
+                epoch, seq = _position(dict(held.headers or {}))
+                if seq:
+                    self.tracker.record(key, seq, epoch)
             done.append(held)
 
     async def _commit(self, done: list[Msg]) -> None:
@@ -248,7 +364,7 @@ class CloudConsumer:
         assert kv is not None
         for key in sorted(self.tracker.dirty):
             try:
-                await kv.put(key, self.tracker.dump(key))
+                await kv.put(_kv_key(key), self.tracker.dump(key))
             except NATS_ERRORS as exc:
                 # Not acked: redelivered later, and dropped then by the in-memory tracker.
                 log.debug("dedupe state not persisted: %s", exc)

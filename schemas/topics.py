@@ -317,3 +317,17 @@ def model_status_filter() -> str:
 def learning_labelled() -> str:
     """Core NATS subject on the hub: "people labelled hard examples" (wakes the learner)."""
     return _subject("cloud", "learning", "labelled")
+
+
+def cloud_dead_letter(service: str) -> str:
+    """Core NATS subject on the hub where cloud `service` reports what it refused (`DeadLetter`).
+
+    The cloud's counterpart of `dead_letter`: a message from an edge (possibly a compromised
+    one) that a cloud service cannot accept is acknowledged and reported here with its reason.
+    """
+    return _subject("cloud", "dead-letter", *_names(service))
+
+
+def cloud_dead_letter_filter() -> str:
+    """Every cloud service's dead letters."""
+    return _subject("cloud", "dead-letter", "*")
