@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -26,10 +27,16 @@ from cloud_bridge import headers
 from cloud_bridge.cloud_consumer import MAX_PENDING_PER_EDGE, CloudConsumer
 from cloud_bridge.ingest import split
 from cloud_bridge.settings import CLOUD_STREAM
+from pipelines.cloud_inference import SERVICE as SERVICE_INFER
+from pipelines.cloud_inference import CloudInferenceService, CloudInferReply
+from pipelines.digits import bundled_models
+from pipelines.model_slot import LoadedModel, ModelSlot, make_session
 from schemas import topics
 from schemas.codec import decode
 from schemas.status import DeadLetter
+from schemas.tensor import encode_tensor
 from tests.bridge.harness import Collector
+from tests.security.fuzz import hostile_payloads
 from tests.support import wait_for
 
 SERVICE = "fuzzed"
@@ -210,3 +217,79 @@ def test_every_drawn_sequence_is_refused_by_the_consumer_rule() -> None:
         with pytest.raises(ValueError, match="Ef-Edge-Seq"):
             _position({headers.EDGE_SEQ: value})
     assert _position({headers.EDGE_SEQ: "3.17"}) == (3, 17)
+
+
+# ---- cloud inference ----------------------------------------------------------------------
+
+FEATURES = 64
+"""Inputs of the bundled digits cloud model."""
+
+
+def _hostile_tensors() -> list[bytes]:
+    """Tensor frames the model cannot take: wrong shapes, empty, nan/inf, past float32."""
+    drawn: list[bytes] = []
+    dims = st.lists(st.integers(0, 70), min_size=0, max_size=4)
+    dtypes = st.sampled_from(["<f4", "<f8", "u1", "<i8", "<f2"])
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+    )
+    @given(dims, dtypes)
+    def collect(shape: list[int], dtype: str) -> None:
+        fits = len(shape) in (1, 2) and shape[-1] == FEATURES and 0 not in shape
+        assume(not fits and int(np.prod(shape)) < 20_000)
+        drawn.append(encode_tensor(np.ones(shape, dtype=dtype)))
+
+    collect()
+    poisoned = [np.full(FEATURES, v) for v in (np.nan, np.inf, -np.inf, 1e300)]
+    return [*drawn, *(encode_tensor(x) for x in poisoned)]
+
+
+async def test_cloud_inference_answers_hostile_requests_with_errors_and_dead_letters(
+    hub: NatsServer, client: tuple[NatsClient, Letters]
+) -> None:
+    nc, letters = client
+    cloud_path = bundled_models()[1]
+    slot = ModelSlot("digits-cloud", LoadedModel("c1", make_session(cloud_path.read_bytes())))
+    oversized = encode_tensor(np.zeros((200, FEATURES), dtype=np.float32))  # 51 KiB > 32 KiB
+    hostile = [
+        *dict.fromkeys(p for p in hostile_payloads({"x": 1}, lambda _: False) if len(p) < 1 << 20),
+        *_hostile_tensors(),
+        oversized,
+    ]
+    valid = encode_tensor(np.zeros(FEATURES, dtype=np.float32))
+    subject = topics.cloud_infer("digits-cloud")
+    async with CloudInferenceService(
+        hub.url, {"digits-cloud": slot}, max_request_bytes=32 << 10
+    ) as service:
+        for i, payload in enumerate(hostile):
+            if i % 3:
+                answer = await nc.request(subject, payload, timeout=10)
+                error = CloudInferReply.model_validate_json(answer.data)
+                assert (error.status, bool(error.error)) == ("error", True)
+            else:  # no reply subject: only the dead letter says what happened
+                await nc.publish(subject, payload)
+            if i % 10 == 0:
+                ok = CloudInferReply.model_validate_json(
+                    (await nc.request(subject, valid, timeout=10)).data
+                )
+                assert (ok.status, len(ok.predictions)) == ("ok", 1)
+        await wait_for(
+            lambda: len(letters.of(SERVICE_INFER)) >= len(hostile),
+            what=f"{len(hostile)} dead letters from cloud inference",
+        )
+        ok = CloudInferReply.model_validate_json(
+            (await nc.request(subject, valid, timeout=10)).data
+        )
+    assert ok.status == "ok"
+    refused = letters.of(SERVICE_INFER)
+    assert len(refused) == len(hostile) == service.refused == service.dead_letters.count
+    assert sorted(d.payload_size for d in refused) == sorted(len(p) for p in hostile)
+    assert all(d.topic == subject and d.reason for d in refused)
+    assert any("at most 32768" in d.reason for d in refused)
+    assert any("nan or inf" in d.reason for d in refused)
+    assert any("(batch, features) expected" in d.reason for d in refused)
