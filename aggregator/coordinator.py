@@ -7,6 +7,11 @@ run of the job (late: their `instruction` is not this round's global model), fro
 edges, undecodable or of the wrong shape are refused and recorded, never aggregated; only
 the sampled edges are waited for. Decoding happens in the reader task; aggregation and
 evaluation run in a thread.
+
+Updates come from edges, possibly compromised ones: every refused or late update is also
+reported to `dead_letters` (in the cloud, ``ef.cloud.dead-letter.{service}``) with its reason.
+A hostile frame can only cost its own sender its place in the round (its first answer counts),
+never crash the coordinator or spoil the aggregate of the others.
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ from aggregator.job import JobConfig, RoundRecord
 from aggregator.strategies import ClientUpdate, Strategy, Weights, make_strategy
 from aggregator.transport import CloudTransport
 from bus.lifecycle import ServiceTasks
-from schemas.errors import EdgefabricError, SchemaError
+from cloud_bridge.dead_letters import DeadLetterSink
+from schemas import topics
+from schemas.errors import EdgefabricError, InvalidName, SchemaError
 from schemas.federated import FitInstruction, FitUpdate, decode_update, encode_fit
+from schemas.topics import TrafficClass
 
 log = logging.getLogger(__name__)
 Evaluate = Callable[[Weights], float]
-_Inbound = tuple[str, FitUpdate | None, Weights | None, str]
+_Inbound = tuple[str, FitUpdate | None, Weights | None, str, bytes]
 
 
 class Coordinator:
@@ -40,6 +48,7 @@ class Coordinator:
         transport: entered by the caller; the coordinator only uses it.
         initial: the starting global weights.
         evaluate: centralised evaluation (held-out accuracy) after each round, or None.
+        dead_letters: told about every refused or late update (e.g. `CloudDeadLetters`).
 
     """
 
@@ -51,6 +60,7 @@ class Coordinator:
         initial: Weights,
         evaluate: Evaluate | None = None,
         strategy: Strategy | None = None,
+        dead_letters: DeadLetterSink | None = None,
     ) -> None:
         self.config = config
         self.weights = initial
@@ -61,6 +71,7 @@ class Coordinator:
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue(maxsize=256)
         self._tasks = ServiceTasks(f"aggregator[{config.job}]")
         self._rng = random.Random(config.seed)
+        self._dead_letters = dead_letters
 
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()
@@ -78,9 +89,20 @@ class Coordinator:
             try:
                 header, weights = decode_update(payload)
             except SchemaError as exc:
-                await self._inbox.put((edge, None, None, exc.reason))
+                await self._inbox.put((edge, None, None, exc.reason, payload))
                 continue
-            await self._inbox.put((edge, header, weights, ""))
+            await self._inbox.put((edge, header, weights, "", payload))
+
+    async def _refuse(self, edge: str, payload: bytes, reason: str) -> None:
+        """Report one refused or late update (a hostile frame must leave a trace)."""
+        log.warning("job %s: update from %s refused: %s", self.config.job, edge, reason)
+        if self._dead_letters is None:
+            return
+        try:
+            subject = topics.uplink(edge, TrafficClass.CONTROL, "fl", self.config.job, "update")
+        except InvalidName:
+            subject = topics.fl_update_uplink_filter(self.config.job)
+        await self._dead_letters(subject, payload, f"job {self.config.job}: {reason}")
 
     def _sample(self) -> list[str]:
         edges = list(self.config.edges)
@@ -149,16 +171,18 @@ class Coordinator:
         while waiting and sent:
             try:
                 async with asyncio.timeout_at(deadline):
-                    edge, header, weights, problem = await self._inbox.get()
+                    edge, header, weights, problem, payload = await self._inbox.get()
             except TimeoutError:
                 break
             if header is not None and (header.round != number or header.instruction != sent):
                 late += 1  # an earlier round's, or replayed from an earlier run of the job
+                await self._refuse(edge, payload, f"late: round {header.round}, not {number}'s")
                 continue
             waiting.discard(edge)
             problem = problem or self._problem(edge, header, weights, sampled)
             if problem:
                 rejected[edge] = problem
+                await self._refuse(edge, payload, problem)
             elif header is not None and weights is not None and edge not in got:
                 got[edge] = ClientUpdate(weights, header.num_examples, edge)
         return await self._close(

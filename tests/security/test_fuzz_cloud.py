@@ -8,6 +8,8 @@ flowing, exactly once. Everything runs against a real hub ``nats-server``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -21,10 +23,16 @@ from hypothesis import strategies as st
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from aggregator.coordinator import Coordinator
+from aggregator.job import JobConfig
+from aggregator.trainer import init_weights
+from aggregator.transport import NatsCloudTransport, NatsEdgeLink
+from bus.lifecycle import ServiceTasks
 from bus.nats_server import HubSpec, NatsServer
 from bus.ports import free_port
 from cloud_bridge import headers
 from cloud_bridge.cloud_consumer import MAX_PENDING_PER_EDGE, CloudConsumer
+from cloud_bridge.dead_letters import CloudDeadLetters
 from cloud_bridge.ingest import split
 from cloud_bridge.settings import CLOUD_STREAM
 from pipelines.cloud_inference import SERVICE as SERVICE_INFER
@@ -33,6 +41,8 @@ from pipelines.digits import bundled_models
 from pipelines.model_slot import LoadedModel, ModelSlot, make_session
 from schemas import topics
 from schemas.codec import decode
+from schemas.federated import FitInstruction, FitUpdate, decode_fit, encode_update
+from schemas.frames import pack
 from schemas.status import DeadLetter
 from schemas.tensor import encode_tensor
 from tests.bridge.harness import Collector
@@ -293,3 +303,84 @@ async def test_cloud_inference_answers_hostile_requests_with_errors_and_dead_let
     assert any("at most 32768" in d.reason for d in refused)
     assert any("nan or inf" in d.reason for d in refused)
     assert any("(batch, features) expected" in d.reason for d in refused)
+
+
+# ---- federated learning: the coordinator ----------------------------------------------------
+
+JOB = "fuzz-job"
+
+
+def _update(ins: FitInstruction, edge: str, weights: list[np.ndarray], **header: object) -> bytes:
+    fields: dict[str, object] = {
+        "job": ins.job,
+        "round": ins.round,
+        "edge": edge,
+        "instruction": ins.message_id,
+        "num_examples": 10,
+        **header,
+    }
+    return encode_update(FitUpdate.model_validate(fields), weights)
+
+
+def _hostile_updates(ins: FitInstruction, w: list[np.ndarray]) -> list[tuple[str, bytes]]:
+    """What compromised edge ``c`` (sampled) and stranger ``z`` send in a round."""
+    nan = [np.full_like(x, np.nan) for x in w]
+    layers = pack(FitUpdate(job=JOB, round=1, edge="c", num_examples=1), b"EFW1\xff\xff\xff\xff")
+    garbage = hostile_payloads({"job": JOB, "round": 1}, lambda _: False, examples=10)
+    return [
+        ("c", b"garbage first: c's answer for the round"),
+        *(("c", p) for p in dict.fromkeys(garbage) if len(p) < 1 << 20),
+        ("c", bytes(3 << 20)),  # 3 MiB, chunked: reassembled, then refused
+        ("c", _update(ins, "c", [np.ones((3, 3), dtype=np.float32)])),  # wrong shape
+        ("c", _update(ins, "c", nan)),  # nan weights
+        ("c", _update(ins, "c", w, job="other-job")),
+        ("c", _update(ins, "c", w, round=ins.round + 5)),  # late
+        ("c", _update(ins, "c", w, instruction="replayed-from-an-earlier-run")),
+        ("c", _update(ins, "a", w)),  # c speaks for a
+        ("z", _update(ins, "z", w)),  # not enrolled
+        ("z", layers),  # 2**32-1 layers claimed
+    ]
+
+
+async def test_hostile_federated_updates_are_dead_lettered_and_the_round_aggregates_the_rest(
+    hub: NatsServer, client: tuple[NatsClient, Letters]
+) -> None:
+    nc, letters = client
+    config = JobConfig(job=JOB, edges=["a", "b", "c"], rounds=1, round_timeout_s=15)
+    initial = init_weights(0, 0)
+    sink = CloudDeadLetters("aggregator", lambda: nc)
+    async with contextlib.AsyncExitStack() as stack:
+        transport = await stack.enter_async_context(NatsCloudTransport(hub.url, JOB))
+        links = {
+            e: await stack.enter_async_context(NatsEdgeLink(hub.url, edge=e, job=JOB))
+            for e in ("a", "b", "c", "z")
+        }
+        coordinator = await stack.enter_async_context(
+            Coordinator(config, transport, initial=initial, dead_letters=sink)
+        )
+        tasks = await stack.enter_async_context(ServiceTasks("test.fl"))
+        tasks.spawn(coordinator.run(), "job")
+        async with asyncio.timeout(15):
+            instruction, weights = decode_fit(await anext(links["a"].globals()))
+        hostile = _hostile_updates(instruction, weights)
+        for edge, frame in hostile:
+            await links[edge].send_update(frame)
+        for edge, delta in (("a", 1.0), ("b", 3.0)):
+            await links[edge].send_update(_update(instruction, edge, [x + delta for x in weights]))
+        await wait_for(lambda: coordinator.records, timeout=15, what="the round's record")
+        await wait_for(lambda: len(letters.of("aggregator")) >= len(hostile), what="dead letters")
+
+    (record,) = coordinator.records
+    assert (record.status, record.answered, sorted(record.rejected)) == (
+        "completed",
+        ["a", "b"],
+        ["c", "z"],
+    )
+    assert all(np.allclose(g, x + 2.0) for g, x in zip(coordinator.weights, initial, strict=True))
+    refused = letters.of("aggregator")
+    assert len(refused) == len(hostile) == sink.count
+    assert sorted(d.payload_size for d in refused) == sorted(len(f) for _, f in hostile)
+    reasons = " | ".join(d.reason for d in refused)
+    for expected in ("wrong shape", "nan or inf", "for job other-job", "late", "not sampled"):
+        assert expected in reasons
+    assert record.late == 2
