@@ -80,6 +80,9 @@ class Labeller:
         classify: the deep model, called in a worker thread.
         auto_label_confidence: the deep model's confidence needed to label without a person.
         on_labelled: called (on the event loop) after each new label.
+        input_size: elements the deep model takes (None: any); other examples are refused
+            before they are stored, so a hostile edge cannot fill the label queue with
+            inputs no model can learn from.
 
     """
 
@@ -90,8 +93,12 @@ class Labeller:
         classify: Classify,
         auto_label_confidence: float = 0.95,
         on_labelled: Callable[[], None] | None = None,
+        input_size: int | None = None,
     ) -> None:
         self.store = store
+        self.last_refusal = ""
+        """Why the last `Outcome.INVALID` example was refused (for the dead letter)."""
+        self._input_size = input_size
         self.counters = LabellingCounters()
         self._classify = classify
         self._threshold = auto_label_confidence
@@ -101,11 +108,12 @@ class Labeller:
         """Store one hard-example frame from `edge` and label it if the deep model is sure."""
         try:
             header, body = unpack(HardExample, frame)
-            x = np.asarray(decode_tensor(body), dtype=np.float32)
+            x = self._input(body)
             example_id = self.store.add(edge, header, body)
         except (SchemaError, LearningError, ValueError) as exc:
             log.warning("hard example from %s refused: %s", edge, exc)
             self.counters.invalid += 1
+            self.last_refusal = str(exc)
             return Outcome.INVALID
         if example_id is None:
             self.counters.duplicate += 1
@@ -118,6 +126,16 @@ class Labeller:
         self.counters.auto_labelled += 1
         self._on_labelled()
         return Outcome.AUTO_LABELLED
+
+    def _input(self, body: bytes) -> NDArray[np.float32]:
+        """The example's input, checked: a model-sized, finite tensor."""
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 past float32: inf
+            x = np.asarray(decode_tensor(body), dtype=np.float32)
+        if self._input_size is not None and x.size != self._input_size:
+            raise LearningError(f"{x.size} inputs, the model takes {self._input_size}")
+        if not np.all(np.isfinite(x)):
+            raise LearningError("input holds nan or inf")
+        return x
 
     def label(self, example_id: str, label: int) -> None:
         """A person's label (from the CLI or an API); an event for the learner."""

@@ -117,6 +117,9 @@ class LearningService:
     async def _frames(self) -> AsyncIterator[tuple[str, bytes]]:
         async for message in self._consumer.messages():
             yield message.edge, message.payload
+            if self.labeller.last_refusal:  # refused: on ef.cloud.dead-letter.learning
+                reason, self.labeller.last_refusal = self.labeller.last_refusal, ""
+                await self._consumer.dead_letters(message.subject, message.payload, reason)
 
 
 def build_learning_service(
@@ -152,5 +155,6 @@ def build_learning_service(
         classify=OnnxClassifier(settings.cloud_model or cloud_path),
         auto_label_confidence=settings.auto_label_confidence,
         on_labelled=learner.labelled,
+        input_size=int(split.x_train.shape[1]),
     )
     return LearningService(hub_url, labeller=labeller, learner=learner)
