@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from bus.lifecycle import ServiceTasks
 from bus.mqtt import MqttClient
+from bus.mqtt_connection import PublishRefused
 from bus.subscription import InboundMessage
 from pipelines.breaker import CircuitBreaker
 from pipelines.digits import bundled_models
@@ -31,8 +32,9 @@ from pipelines.joint import CloudModelClient, JointInference
 from pipelines.model_slot import LoadedModel, ModelSlot, make_session
 from pipelines.offload_settings import OffloadModelSettings, OffloadSettings
 from schemas import topics
+from schemas.base import check_name
 from schemas.codec import encode
-from schemas.errors import SchemaError
+from schemas.errors import InvalidName, SchemaError
 from schemas.frames import unpack
 from schemas.offload import OffloadError, OffloadErrorCode, OffloadRequest, OffloadResponse
 from schemas.status import DeadLetter
@@ -161,15 +163,25 @@ class OffloadService:
         started = time.perf_counter()
         try:
             await self._respond(message, started)
+        except Exception as exc:  # one client's request must never end the service for all
+            log.exception("offload request on %s failed", message.topic)
+            await self._dead_letter(message, f"internal: {type(exc).__name__}: {exc}")
         finally:
             self._limit.release()
 
     async def _respond(self, message: InboundMessage, started: float) -> None:
-        model_name = message.topic.split("/")[2]
+        try:
+            model_name = check_name(message.topic.split("/")[2])
+        except InvalidName as exc:
+            await self._dead_letter(message, f"unknown_model: {exc}")
+            return
         try:
             header, body = unpack(OffloadRequest, message.payload)
         except SchemaError as exc:
             await self._refuse(message, None, model_name, "bad_request", exc.reason)
+            return
+        if _reply_topic(message, header) is None:
+            await self._dead_letter(message, "no usable reply topic (reply_to or response topic)")
             return
         model = self._models.get(model_name)
         if model is None or header.model != model_name:
@@ -215,7 +227,9 @@ class OffloadService:
         code: OffloadErrorCode,
         reason: str,
     ) -> None:
+        """Dead-letter a refused request and, when it says where, answer it with the error."""
         self.refused += 1
+        await self._dead_letter(message, f"{code}: {reason}")
         response = OffloadResponse(
             model=model,
             correlation_id=header.correlation_id if header else None,
@@ -226,17 +240,33 @@ class OffloadService:
     async def _reply(
         self, message: InboundMessage, header: OffloadRequest | None, response: OffloadResponse
     ) -> None:
-        reply_to = message.response_topic or (header.reply_to if header else None)
-        if not reply_to:
-            reason = response.error.reason if response.error else "no reply topic"
-            letter = DeadLetter.of(
-                service=SERVICE,
-                topic=message.topic,
-                reason=f"cannot answer (no reply topic): {reason}",
-                payload=message.payload,
+        reply_to = _reply_topic(message, header)
+        if reply_to is None:
+            return  # already dead-lettered: nobody can be told
+        try:
+            await self._bus.publish(
+                reply_to, encode(response), correlation_data=message.correlation_data
             )
-            await self._bus.publish(topics.dead_letter(SERVICE), encode(letter))
-            return
-        await self._bus.publish(
-            reply_to, encode(response), correlation_data=message.correlation_data
+        except PublishRefused as exc:  # e.g. the ACL forbids us the client's reply topic
+            await self._dead_letter(message, f"reply refused by the broker: {exc}")
+
+    async def _dead_letter(self, message: InboundMessage, reason: str) -> None:
+        letter = DeadLetter.of(
+            service=SERVICE, topic=message.topic, reason=reason, payload=message.payload
         )
+        await self._bus.publish(topics.dead_letter(SERVICE), encode(letter))
+
+
+_NOT_PUBLISHABLE = frozenset("+#\x00")
+
+
+def _reply_topic(message: InboundMessage, header: OffloadRequest | None) -> str | None:
+    """Where to answer: the v5 response topic, else the header's `reply_to`; None if unusable.
+
+    A wildcard, an empty topic or a broker ``$`` topic is unusable: publishing to it would get
+    our own connection dropped (a protocol error) or refused, not answer anyone.
+    """
+    topic = message.response_topic or (header.reply_to if header else None)
+    if not topic or topic.startswith("$") or any(ch in topic for ch in _NOT_PUBLISHABLE):
+        return None
+    return topic

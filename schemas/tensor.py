@@ -15,6 +15,7 @@ with a few lines in any language. Decoding checks every field before allocating 
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -77,7 +78,8 @@ def decode_tensor(data: bytes, *, max_bytes: int = MAX_TENSOR_BYTES) -> NDArray[
     if len(data) < start:
         raise SchemaError("tensor frame shorter than its shape")
     shape = struct.unpack_from(f"<{ndim}I", data, 6)
-    expected = int(np.prod(shape, dtype=np.uint64)) * dtype.itemsize
+    # Python integers: a 64-bit product wraps (2**16 four times is 0) and would pass the check.
+    expected = math.prod(shape) * dtype.itemsize
     if expected > max_bytes:
         raise SchemaError(f"tensor of {expected} bytes exceeds the {max_bytes}-byte limit")
     if len(data) - start != expected:

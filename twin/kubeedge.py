@@ -25,10 +25,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from bus.mqtt import MqttClient
 from bus.subscription import InboundMessage
 from mappers.device import PropertyType
-from schemas.base import JsonValue, new_message_id, now
+from schemas.base import JsonValue, check_name, new_message_id, now
+from schemas.codec import MAX_JSON_PAYLOAD
+from schemas.errors import InvalidName, SchemaError
 from schemas.readings import DeviceState
 from schemas.twin import (
     TwinDesiredSet,
@@ -66,8 +70,60 @@ def from_kubeedge_value(value: JsonValue, type_name: str | None) -> JsonValue:
         return value.lower() == "true"
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
         return value
+
+
+_MAX_MS = 253_402_300_799_999
+"""The last millisecond of year 9999: later (or huge) timestamps are refused, not overflowed."""
+
+_MODELS: dict[ket.KubeEdgeAction, type[ke.BaseMessage]] = {
+    ket.KubeEdgeAction.TWIN_UPDATE: ke.DeviceTwinUpdate,
+    ket.KubeEdgeAction.TWIN_GET: ke.BaseMessage,
+    ket.KubeEdgeAction.STATE_UPDATE: ke.DeviceStateUpdate,
+}
+
+
+def read_request(action: ket.KubeEdgeAction, payload: bytes) -> ke.BaseMessage:
+    """Parse the request of `action` (an empty get asks for everything).
+
+    Raises:
+        SchemaError: the payload is not that KubeEdge message; the reason says why.
+    """
+    model = _MODELS[action]
+    if action is ket.KubeEdgeAction.TWIN_GET and not payload:
+        return model()
+    if len(payload) > MAX_JSON_PAYLOAD:  # before parsing: extra fields are ignored, not free
+        raise SchemaError(f"payload of {len(payload)} bytes exceeds {MAX_JSON_PAYLOAD}")
+    try:
+        message = model.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<root>"
+        raise SchemaError(f"invalid KubeEdge {action} message: {where}: {first['msg']}") from exc
+    if isinstance(message, ke.DeviceTwinUpdate):
+        _check_update(message)
+    return message
+
+
+def _check_update(update: ke.DeviceTwinUpdate) -> None:
+    """What KubeEdge's types leave open: property names and timestamps must be usable.
+
+    A property name becomes a key of the twin document (a `Name`): one that is not would be
+    stored and then break every later read of the device's document.
+    """
+    for name, twin in update.twin.items():
+        try:
+            check_name(name)
+        except InvalidName as exc:
+            raise SchemaError(f"invalid KubeEdge twin/update message: twin: {exc}") from exc
+        for side in (twin.expected, twin.actual):
+            stamp = side.metadata.timestamp if side and side.metadata else None
+            if stamp is not None and not 0 <= stamp <= _MAX_MS:
+                raise SchemaError(
+                    f"invalid KubeEdge twin/update message: twin.{name}: timestamp {stamp} "
+                    "is not milliseconds between 1970 and 9999"
+                )
 
 
 def to_msg_twin(prop: TwinProperty) -> ke.MsgTwin:
@@ -156,18 +212,16 @@ class KubeEdgeAdapter:
         self._ids.setdefault(parsed.device, set()).add(parsed.device_id)
         self.handled += 1
         try:
-            match parsed.action:
-                case ket.KubeEdgeAction.TWIN_UPDATE:
-                    update = ke.DeviceTwinUpdate.model_validate_json(message.payload)
-                    await self._update(parsed, update)
-                case ket.KubeEdgeAction.TWIN_GET:
-                    base = ke.BaseMessage.model_validate_json(message.payload or b"{}")
-                    await self._get(parsed, base)
-                case ket.KubeEdgeAction.STATE_UPDATE:
-                    state = ke.DeviceStateUpdate.model_validate_json(message.payload)
-                    await self._state(parsed, state)
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            await self._service.dead_letter(message, f"invalid KubeEdge message: {exc}")
+            request = read_request(parsed.action, message.payload)
+        except SchemaError as exc:
+            await self._service.dead_letter(message, exc.reason)
+            return
+        if isinstance(request, ke.DeviceTwinUpdate):
+            await self._update(parsed, request)
+        elif isinstance(request, ke.DeviceStateUpdate):
+            await self._state(parsed, request)
+        else:
+            await self._get(parsed, request)
 
     async def _update(self, topic: ket.KubeEdgeTopic, update: ke.DeviceTwinUpdate) -> None:
         service, device = self._service, topic.device
