@@ -81,8 +81,9 @@ class MqttClient:
         manual_ack: inbound QoS 1 messages are acknowledged only by `InboundMessage.ack`.
         protocol: "auto" tries v5 and falls back to 3.1.1 when the broker refuses it.
         max_inflight: QoS 1 publishes awaiting PUBACK at once.
-        max_packet: largest inbound packet accepted, announced to a v5 broker (which then
-            discards bigger ones for this client); a bigger one drops the connection.
+        max_packet: largest inbound packet accepted, announced to a v5 broker on persistent
+            sessions (which then discards bigger ones for this client); a bigger one drops
+            the connection.
         tls_context: used for ``mqtts://``; the system defaults when None.
     """
 
@@ -420,12 +421,13 @@ class MqttClient:
 
     def _connect_packet(self, version: int) -> bytes:
         props: wire.Properties = {}
-        if version == wire.V5:
+        if version == wire.V5 and not self._clean_session:
+            props[wire.SESSION_EXPIRY] = _PERSISTENT_SESSION_EXPIRY_S
             # The broker then discards what we could not take instead of sending it, which
-            # would drop the connection and, on a persistent session, come back forever.
+            # would drop the connection and come back with the session on every reconnect.
+            # (Not on clean sessions: a 3.1.1-only amqtt stalls on any CONNECT properties,
+            # costing the v5 probe's timeout on every connect.)
             props[wire.MAXIMUM_PACKET_SIZE] = self._max_packet
-            if not self._clean_session:
-                props[wire.SESSION_EXPIRY] = _PERSISTENT_SESSION_EXPIRY_S
         return wire.connect(
             client_id=self.client_id,
             version=version,
