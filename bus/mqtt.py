@@ -56,6 +56,8 @@ class ConnectionState(StrEnum):
 
 
 ProtocolChoice = Literal["auto", "3.1.1", "5"]
+DEFAULT_MAX_PACKET = 128 * 1024 * 1024
+"""Largest packet a client takes; brokers we configure refuse bigger ones from publishers."""
 
 
 class SubscribeRefused(NotConnected):
@@ -101,7 +103,7 @@ class MqttClient:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         max_inflight: int = 1000,
-        max_packet: int = 128 * 1024 * 1024,
+        max_packet: int = DEFAULT_MAX_PACKET,
         tls_context: ssl.SSLContext | None = None,
         username: str | None = None,
         password: str | None = None,

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
 from bus.acl import AclPolicy, amqtt_plugin_config, render_mosquitto_acl
 from bus.errors import BusError
+from bus.mqtt import DEFAULT_MAX_PACKET
 
 PBKDF2_ITERATIONS = 20_000
 """Iterations for new hashes. Mosquitto 2.0 writes 101 by default; it verifies any count, and
@@ -270,15 +271,19 @@ def write_mosquitto_config(
     security: MqttSecuritySettings,
     run_as: str | None = None,
     extra: str = "",
+    max_packet: int = DEFAULT_MAX_PACKET,
 ) -> Path:
     """Write ``mosquitto.conf`` (and its ``acl_file``) enforcing `security`; return its path.
 
     The password file is used as is: Mosquitto reads the same ``$7$`` format. Started as root,
     Mosquitto drops to the ``mosquitto`` user before reading the password and ACL files, so
     those must be readable by it, or `run_as` names the user to stay (tests pass "root").
+    `max_packet` keeps a publisher from handing the broker a message no client can take: on a
+    persistent MQTT 3.1.1 session (no way to announce a limit) it would drop the subscriber's
+    connection on every reconnect.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    lines = [f"listener {port} {host}", "persistence false"]
+    lines = [f"listener {port} {host}", "persistence false", f"max_packet_size {max_packet}"]
     if run_as is not None:
         lines.append(f"user {run_as}")
     if security.password_file is None:

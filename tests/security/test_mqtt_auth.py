@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from bus.broker import EmbeddedBroker
-from bus.errors import NotConnected
+from bus.errors import BusError, NotConnected
+from bus.mqtt import MqttClient
 from bus.ports import free_port
 from bus.security import (
     MqttSecuritySettings,
@@ -17,9 +20,10 @@ from bus.security import (
     hash_password,
     read_password_file,
     verify_password,
+    write_mosquitto_config,
 )
 from tests.conftest import require_mosquitto_tool
-from tests.security.brokers import SecureBroker
+from tests.security.brokers import SecureBroker, run_mosquitto
 from tests.support import wait_for
 
 
@@ -127,3 +131,32 @@ async def test_embedded_default_stays_anonymous_on_loopback(
                 await wait_for(lambda: client.protocol_version == "3.1.1")
     assert broker.url.startswith("mqtt://127.0.0.1:")
     assert not [r for r in caplog.records if "SECURITY WARNING" in r.getMessage()]
+
+
+async def test_mosquitto_as_we_configure_it_refuses_a_packet_no_client_can_take(
+    tmp_path: Path,
+) -> None:
+    """A persistent 3.1.1 subscriber cannot announce a limit; the broker's own cap protects it."""
+    require_mosquitto_tool()
+    port = free_port()
+    conf = write_mosquitto_config(
+        tmp_path, host="127.0.0.1", port=port, security=MqttSecuritySettings(), max_packet=4096,
+        run_as="root" if os.geteuid() == 0 else None,
+    )  # fmt: skip
+    url = f"mqtt://127.0.0.1:{port}"
+    with run_mosquitto(conf, port):
+        async with (
+            MqttClient(
+                url, client_id="sub", clean_session=False, protocol="3.1.1", max_packet=8192
+            ) as sub_bus,
+            sub_bus.subscribe("big/#") as sub,
+        ):
+            async with MqttClient(url, client_id="big", protocol="3.1.1") as sender:
+                with pytest.raises(BusError):
+                    await sender.publish("big/1", bytes(10_000), timeout=2)
+            async with MqttClient(url, client_id="small") as sender:
+                await sender.publish("big/2", b"fits")
+            async with asyncio.timeout(5):
+                message = await anext(sub)
+            assert (message.topic, message.payload) == ("big/2", b"fits")
+            assert sub_bus.connects == 1
