@@ -35,6 +35,7 @@ from edgefabric.demo_acts import (
     outage_act,
     twin_write_act,
 )
+from edgefabric.demo_hostile import hostile_input_act
 from edgefabric.demo_view import DemoCounts, live_view, watch_bus, watch_cloud
 from edgefabric.edge import Edge
 from mappers.simulators.modbus_plc import ModbusPlcSimulator
@@ -182,6 +183,9 @@ async def _run_acts(
             )
             group.create_task(
                 _after(3, lambda: joint_inference_act(bus, counts, out)), name="demo.act.joint"
+            )
+            group.create_task(
+                _after(2.5, lambda: hostile_input_act(bus, counts, out)), name="demo.act.hostile"
             )
             if fits:
                 group.create_task(

@@ -84,6 +84,8 @@ def test_demo_runs_for_a_duration_and_writes_nonzero_counts(tmp_path: Path):
     assert summary["acts"]["twin_write"]["reported"] == summary["acts"]["twin_write"]["desired"]
     assert summary["acts"]["outage"]["results_during_outage"] > 0
     assert summary["acts"]["joint_inference"]["accuracy"] > 0.9
+    hostile = summary["acts"]["hostile_input"]
+    assert hostile["dead_lettered"] == hostile["sent"] == 3, hostile
     assert [r["status"] for r in summary["acts"]["federated"]["rounds"]] == ["completed"] * 3
     assert summary["acts"]["model_update"] == {
         "swapped_to": "2",
