@@ -6,6 +6,11 @@ with a `FitUpdate` frame carrying its weights and sample count (``ef/fl/{job}/up
 the bridge carries up in the control class). A frame for a round it already answered, or one
 that does not sample it, is skipped; the final global model is kept as `final_weights`.
 
+A global frame that cannot be trained on — not a frame, another job's, an implausible round,
+weights that are not a float32 [W, b] chain from the local features to the 10 classes, or
+training that diverges to nan/inf — is refused: `EdgeLink.refuse` reports it (on a real edge
+a dead letter on ``ef/dead-letter/fl-trainer``) and the trainer waits for the next global.
+
 `Behaviour` exists for tests and the bench: a dead edge (never answers), and two attackers
 (weights scaled by a large negative factor, or random weights).
 """
@@ -22,10 +27,35 @@ from numpy.typing import NDArray
 from aggregator.strategies import Weights
 from aggregator.trainer import TrainConfig, accuracy, local_train
 from aggregator.transport import EdgeLink
+from pipelines.digits import CLASSES
 from schemas.errors import SchemaError
 from schemas.federated import FitInstruction, FitUpdate, decode_fit, encode_update
 
 log = logging.getLogger(__name__)
+
+MAX_ROUND = 100_000
+"""`JobConfig.rounds`' upper bound: a later round is forged, and would make every real round
+after it look stale to this trainer."""
+
+
+def check_layout(weights: Weights, features: int) -> None:
+    """Refuse weights `local_train` cannot start from: a [W, b] chain `features` -> 10 classes.
+
+    Raises:
+        SchemaError: the reason names the first layer that does not fit.
+    """
+    if not weights or len(weights) % 2:
+        raise SchemaError(f"{len(weights)} layers: expected [W, b] pairs")
+    width = features
+    for i in range(0, len(weights), 2):
+        w, b = weights[i], weights[i + 1]
+        if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+            raise SchemaError(
+                f"layer {i}: W {list(w.shape)} and b {list(b.shape)} do not take {width} inputs"
+            )
+        width = int(w.shape[1])
+    if width != CLASSES:
+        raise SchemaError(f"the model ends in {width} outputs, {CLASSES} classes expected")
 
 
 class Behaviour(StrEnum):
@@ -61,6 +91,7 @@ class EdgeTrainer:
         self.edge = edge
         self.behaviour = behaviour
         self.rounds_answered = 0
+        self.refused = 0
         self.final_weights: Weights | None = None
         self._link = link
         self._x = x
@@ -72,9 +103,9 @@ class EdgeTrainer:
         """Answer every round this edge is sampled for, until cancelled."""
         async for frame in self._link.globals():
             try:
-                instruction, weights = decode_fit(frame)
+                instruction, weights = self._read(frame)
             except SchemaError as exc:
-                log.warning("edge %s: global model refused: %s", self.edge, exc.reason)
+                await self._refuse(frame, exc.reason)
                 continue
             if instruction.final:
                 self.final_weights = weights
@@ -87,24 +118,46 @@ class EdgeTrainer:
             if self.behaviour is Behaviour.DEAD:
                 continue
             frame_out = await asyncio.to_thread(self._fit, instruction, weights)
+            if frame_out is None:
+                await self._refuse(frame, "local training diverged (nan or inf weights)")
+                continue
             await self._link.send_update(frame_out)
             self.rounds_answered += 1
 
-    def _fit(self, instruction: FitInstruction, weights: Weights) -> bytes:
+    def _read(self, frame: bytes) -> tuple[FitInstruction, Weights]:
+        instruction, weights = decode_fit(frame)
+        if instruction.job != self._link.job:
+            raise SchemaError(f"a global of job {instruction.job!r} on {self._link.job!r}'s topic")
+        if instruction.round > MAX_ROUND:
+            raise SchemaError(f"round {instruction.round} is past the last possible {MAX_ROUND}")
+        check_layout(weights, int(self._x.shape[1]))
+        return instruction, weights
+
+    async def _refuse(self, frame: bytes, reason: str) -> None:
+        self.refused += 1
+        log.warning("edge %s: global model refused: %s", self.edge, reason)
+        await self._link.refuse(frame, reason)
+
+    def _fit(self, instruction: FitInstruction, weights: Weights) -> bytes | None:
+        """Train and encode the update; None when training left non-finite weights."""
         s = instruction.train
         config = TrainConfig(
             epochs=s.epochs, lr=s.lr, batch=s.batch, l2=s.l2, proximal_mu=s.proximal_mu
         )
         seed = self._seed * 100_003 + instruction.round
-        trained = local_train(weights, self._x, self._y, config, seed=seed)
-        trained = self._attack(weights, trained, seed)
+        with np.errstate(all="ignore"):  # a huge lr overflows; the result is checked below
+            trained = local_train(weights, self._x, self._y, config, seed=seed)
+            if not all(np.all(np.isfinite(w)) for w in trained):
+                return None
+            trained = self._attack(weights, trained, seed)
+            metrics = {"train_accuracy": accuracy(trained, self._x, self._y)}
         update = FitUpdate(
             job=instruction.job,
             round=instruction.round,
             edge=self.edge,
             instruction=instruction.message_id,
             num_examples=len(self._y),
-            metrics={"train_accuracy": accuracy(trained, self._x, self._y)},
+            metrics=metrics,
         )
         return encode_update(update, trained)
 

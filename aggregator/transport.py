@@ -11,6 +11,7 @@ the bridge would (same subjects, headers and chunking).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Protocol, Self
@@ -29,9 +30,14 @@ from cloud_bridge.errors import IntegrityError
 from cloud_bridge.ingest import split
 from schemas import topics
 from schemas.base import new_message_id
+from schemas.codec import encode
+from schemas.status import DeadLetter
 from schemas.topics import TrafficClass
 
 CHUNK_BYTES = 512 << 10
+TRAINER_SERVICE = "fl-trainer"
+"""The edge trainer's service name: its refused globals go to ``ef/dead-letter/fl-trainer``."""
+log = logging.getLogger(__name__)
 
 
 class CloudTransport(Protocol):
@@ -47,7 +53,12 @@ class CloudTransport(Protocol):
 
 
 class EdgeLink(Protocol):
-    """What an edge trainer needs: global frames in, update frames out."""
+    """What an edge trainer needs: global frames in, update frames out, refusals reported."""
+
+    @property
+    def job(self) -> str:
+        """The federated job whose globals this link delivers."""
+        ...
 
     def globals(self) -> AsyncIterator[bytes]:
         """Every global-model frame for this edge's job."""
@@ -55,6 +66,10 @@ class EdgeLink(Protocol):
 
     async def send_update(self, frame: bytes) -> None:
         """Send one update frame towards the cloud."""
+        ...
+
+    async def refuse(self, frame: bytes, reason: str) -> None:
+        """Report a global frame the trainer refused, with the reason."""
         ...
 
 
@@ -112,6 +127,11 @@ class NatsEdgeLink:
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=2)
         self._chunks = Reassembler(max_bytes=64 << 20)
 
+    @property
+    def job(self) -> str:
+        """The job whose globals this link delivers."""
+        return self._job
+
     async def __aenter__(self) -> Self:
         self._nc = await nats.connect(self._hub_url, connect_timeout=2)
         for subject in (
@@ -156,6 +176,10 @@ class NatsEdgeLink:
         for part_subject, data, hdrs in split(subject, frame, base, CHUNK_BYTES):
             await js.publish(part_subject, data, headers=hdrs)
 
+    async def refuse(self, frame: bytes, reason: str) -> None:
+        """A simulated edge has no MQTT dead-letter topic: the refusal is logged."""
+        log.warning("edge %s: refused a %d-byte global: %s", self._edge, len(frame), reason)
+
 
 class MqttEdgeLink:
     """A real edge: globals from the retained ``ef/fl/{job}/global``, updates to the bridge."""
@@ -163,6 +187,11 @@ class MqttEdgeLink:
     def __init__(self, bus: MqttClient, *, job: str) -> None:
         self._bus = bus
         self._job = job
+
+    @property
+    def job(self) -> str:
+        """The job whose globals this link delivers."""
+        return self._job
 
     async def globals(self) -> AsyncIterator[bytes]:
         """Global frames delivered by the bridge's downlink (retained: the latest on start)."""
@@ -176,3 +205,10 @@ class MqttEdgeLink:
     async def send_update(self, frame: bytes) -> None:
         """Publish the update locally; the bridge queues it and carries it up (chunked)."""
         await self._bus.publish(topics.fl_update(self._job), frame, qos=1, timeout=10)
+
+    async def refuse(self, frame: bytes, reason: str) -> None:
+        """Dead-letter a refused global on ``ef/dead-letter/fl-trainer``, with the reason."""
+        letter = DeadLetter.of(
+            service=TRAINER_SERVICE, topic=topics.fl_global(self._job), reason=reason, payload=frame
+        )
+        await self._bus.publish(topics.dead_letter(TRAINER_SERVICE), encode(letter), timeout=10)
