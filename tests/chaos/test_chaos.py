@@ -282,6 +282,8 @@ async def _run(tmp_path: Path, load: Load, log: dict[str, float]) -> None:
     assert len(inferred) == len(set(inferred)), "a pipeline result reached the cloud twice"
     assert not [n for n, c in res.items() if c > 1], "results delivered twice"
     assert not [n for n, c in he.items() if c > 1], "hard examples delivered twice"
+    twin_docs = [m.message_id for m in cloud.got if m.topic == topics.twin_document(DEVICE)]
+    assert len(twin_docs) == len(set(twin_docs)), "a twin document reached the cloud twice"
     assert set(res) <= load.sent and set(he) <= load.he_sent
     assert len(results_due) > 200 and len(he_due) > 40, "too little load to mean anything"
     store = TwinStore(stack.twin_db)
