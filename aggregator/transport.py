@@ -21,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from bus.mqtt import MqttClient
+from bus.mqtt_connection import PublishRefused
 from bus.subscription import Overflow
 from cloud_bridge import headers
 from cloud_bridge.chunks import Reassembler
@@ -211,4 +212,7 @@ class MqttEdgeLink:
         letter = DeadLetter.of(
             service=TRAINER_SERVICE, topic=topics.fl_global(self._job), reason=reason, payload=frame
         )
-        await self._bus.publish(topics.dead_letter(TRAINER_SERVICE), encode(letter), timeout=10)
+        try:
+            await self._bus.publish(topics.dead_letter(TRAINER_SERVICE), encode(letter), timeout=10)
+        except PublishRefused:  # the ACL lacks the dead-letter topic: the log must do
+            log.warning("edge trainer refused a global of job %s: %s", self._job, reason)

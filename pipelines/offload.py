@@ -254,7 +254,10 @@ class OffloadService:
         letter = DeadLetter.of(
             service=SERVICE, topic=message.topic, reason=reason, payload=message.payload
         )
-        await self._bus.publish(topics.dead_letter(SERVICE), encode(letter))
+        try:
+            await self._bus.publish(topics.dead_letter(SERVICE), encode(letter))
+        except PublishRefused:  # the ACL lacks our dead-letter topic: the log must do
+            log.warning("offload refused a request on %s: %s", message.topic, reason)
 
 
 _NOT_PUBLISHABLE = frozenset("+#\x00")
