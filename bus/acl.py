@@ -336,3 +336,64 @@ def bridge_rules(*, service: str = "bridge") -> list[AclRule]:
             f"{topics.ROOT}/fl/+/global",
         ),
     ]
+
+
+def offload_rules(*, service: str = "offload") -> list[AclRule]:
+    """Offload reads inference requests and answers only on the reply topics."""
+    return [
+        *service_rules(service),
+        *_read(topics.infer_request_filter()),
+        *_write(f"{topics.ROOT}/infer/replies/+"),
+    ]
+
+
+def model_updater_rules(*, service: str = "models") -> list[AclRule]:
+    """The model updater reads updates and rollback commands and reports each model's status."""
+    return [
+        *service_rules(service),
+        *_read(topics.model_update_filter(), topics.model_command_filter()),
+        *_write(topics.model_status_filter()),
+    ]
+
+
+def trainer_rules(*, service: str = "fl-trainer") -> list[AclRule]:
+    """A federated edge trainer reads global models and sends its updates.
+
+    Global models are not signed: whoever may write ``ef/fl/{job}/global`` decides what the
+    edges train on, so only the bridge (`bridge_rules`) may.
+    """
+    return [
+        *service_rules(service),
+        *_read(f"{topics.ROOT}/fl/+/global"),
+        *_write(topics.fl_update_filter()),
+    ]
+
+
+EDGE_SERVICES = ("mappers", "twin", "pipelines", "models", "offload", "bridge", "fl-trainer")
+"""The MQTT clients an edge connects, by service name (`edgefabric.edge.Edge`)."""
+
+
+def edge_policy(devices: Iterable[str], *, usernames: Mapping[str, str] | None = None) -> AclPolicy:
+    """The least-privilege ACL of every service one edge runs, in one call.
+
+    Args:
+        devices: the devices the edge's mappers serve.
+        usernames: service -> its broker username where they differ (default: the service
+            name, as `MqttSecuritySettings.clients` usually names them).
+
+    Apps get their own entries (`app_rules`), merged with `AclPolicy.merged`.
+    """
+    names = {service: service for service in EDGE_SERVICES} | dict(usernames or {})
+    roles = {
+        "mappers": mapper_rules(devices),
+        "twin": twin_rules(),
+        "pipelines": pipeline_rules(),
+        "models": model_updater_rules(),
+        "offload": offload_rules(),
+        "bridge": bridge_rules(),
+        "fl-trainer": trainer_rules(),
+    }
+    clients: dict[str, list[AclRule]] = {}
+    for service, rules in roles.items():  # services sharing a login get the union
+        clients.setdefault(names[service], []).extend(rules)
+    return policy(clients)
