@@ -26,6 +26,7 @@ from bus.subscription import Overflow
 from cloud_bridge import headers
 from cloud_bridge.chunks import Reassembler
 from cloud_bridge.cloud_consumer import CloudConsumer
+from cloud_bridge.dead_letters import CloudDeadLetters
 from cloud_bridge.downlink import FL_GLOBAL, CloudPublisher
 from cloud_bridge.errors import IntegrityError
 from cloud_bridge.ingest import split
@@ -100,6 +101,11 @@ class NatsCloudTransport:
             await self._consumer.__aexit__(et, e, tb)
         finally:
             await self._publisher.__aexit__(et, e, tb)
+
+    @property
+    def dead_letters(self) -> CloudDeadLetters:
+        """Where this job's refused updates are reported (``ef.cloud.dead-letter.fl-{job}``)."""
+        return self._consumer.dead_letters
 
     async def send_global(self, frame: bytes) -> None:
         """Store the frame in the downlink stream for every edge (chunked past 512 KiB)."""

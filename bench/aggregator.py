@@ -103,6 +103,7 @@ async def run_job(
                 transport,
                 initial=init_weights(config.hidden, 0),
                 evaluate=lambda w: accuracy(w, split.x_test, split.y_test),
+                dead_letters=transport.dead_letters,
             )
         )
         started = time.perf_counter()

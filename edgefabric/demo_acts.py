@@ -170,6 +170,7 @@ async def federated_act(
                 transport,
                 initial=init_weights(0, 0),
                 evaluate=lambda w: accuracy(w, split.x_test, split.y_test),
+                dead_letters=transport.dead_letters,
             )
         )
         records = await coordinator.run()
