@@ -43,10 +43,6 @@ def _reason(exc: MapperError) -> str:
     return f"{exc.code.value}: {exc}"
 
 
-def _is_publishable(topic: str) -> bool:
-    return bool(topic) and not any(ch in topic for ch in "+#\x00")
-
-
 class WriteHandler:
     """Serves one device's write topic for its `DeviceMapper`."""
 
@@ -82,8 +78,8 @@ class WriteHandler:
             or message.response_topic
             or topics.device_write_result(mapper.device.name)
         )
-        if not _is_publishable(reply_to):
-            await mapper.dead_letter(message, f"reply_to {reply_to!r} is not a topic name")
+        if (refusal := topics.reply_topic_refusal(reply_to)) is not None:
+            await mapper.dead_letter(message, refusal)
             return
         written, errors = await self.apply(request.values)
         correlation_id = request.correlation_id

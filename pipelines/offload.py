@@ -181,7 +181,8 @@ class OffloadService:
             await self._refuse(message, None, model_name, "bad_request", exc.reason)
             return
         if _reply_topic(message, header) is None:
-            await self._dead_letter(message, "no usable reply topic (reply_to or response topic)")
+            topic = message.response_topic or header.reply_to
+            await self._dead_letter(message, topics.reply_topic_refusal(topic) or "no reply topic")
             return
         model = self._models.get(model_name)
         if model is None or header.model != model_name:
@@ -260,16 +261,12 @@ class OffloadService:
             log.warning("offload refused a request on %s: %s", message.topic, reason)
 
 
-_NOT_PUBLISHABLE = frozenset("+#\x00")
-
-
 def _reply_topic(message: InboundMessage, header: OffloadRequest | None) -> str | None:
     """Where to answer: the v5 response topic, else the header's `reply_to`; None if unusable.
 
-    A wildcard, an empty topic or a broker ``$`` topic is unusable: publishing to it would get
-    our own connection dropped (a protocol error) or refused, not answer anyone.
+    Unusable (`schemas.topics.reply_topic_refusal`): a wildcard, empty or ``$`` topic would get
+    our own connection dropped or refused, and an edgefabric topic outside a replies namespace
+    would let a requester reflect our answer onto a control topic.
     """
     topic = message.response_topic or (header.reply_to if header else None)
-    if not topic or topic.startswith("$") or any(ch in topic for ch in _NOT_PUBLISHABLE):
-        return None
-    return topic
+    return None if topics.reply_topic_refusal(topic) else topic

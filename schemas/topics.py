@@ -331,3 +331,32 @@ def cloud_dead_letter(service: str) -> str:
 def cloud_dead_letter_filter() -> str:
     """Every cloud service's dead letters."""
     return _subject("cloud", "dead-letter", "*")
+
+
+# ---- MQTT: where a service may answer ----------------------------------------------------
+
+_MAX_TOPIC_BYTES = 65_535
+
+
+def reply_topic_refusal(topic: str | None) -> str | None:
+    """Why a requester's reply topic must not be answered on, or None when it may.
+
+    Services answer with their own (often broad) credentials, so a reply topic is a place a
+    requester makes them publish. Outside ``ef/`` an app may pick any concrete topic; inside,
+    only a replies namespace (``ef/{area}/replies/...``) or a device's write results: otherwise
+    a request could reflect the answer onto a control topic (a desired set, a device write, a
+    model update) that the requester itself may not write. A wildcard, an empty or ``$`` topic
+    would get the service's own connection dropped or refused.
+    """
+    if not topic:
+        return "no reply topic"
+    if topic.startswith("$") or any(ch in topic for ch in "+#\x00"):
+        return f"reply topic {topic[:80]!r} is not a topic one may publish to"
+    if len(topic.encode()) > _MAX_TOPIC_BYTES:
+        return "reply topic longer than MQTT allows"
+    levels = topic.split("/")
+    replies = len(levels) >= 4 and levels[2] == "replies" and all(levels[3:])
+    write_result = len(levels) == 5 and levels[1] == "devices" and levels[3:] == ["write", "result"]
+    if levels[0] != ROOT or replies or write_result:
+        return None
+    return f"reply topic {topic[:80]!r} is an edgefabric topic, not a replies topic"

@@ -14,22 +14,21 @@ from bus.mqtt import MqttClient
 from bus.subscription import InboundMessage
 from schemas.base import check_name
 from schemas.errors import InvalidName
-
-_NOT_PUBLISHABLE = frozenset("+#\x00")
-
-
-def is_publishable(topic: str) -> bool:
-    """True when `topic` may be published to (no wildcards, not empty)."""
-    return bool(topic) and not any(ch in topic for ch in _NOT_PUBLISHABLE)
+from schemas.topics import reply_topic_refusal
 
 
 @dataclass(frozen=True, slots=True)
 class ReplyRoute:
-    """The reply topic and correlation of one request (topic None: nobody asked for a reply)."""
+    """The reply topic and correlation of one request (topic None: nobody asked for a reply).
+
+    `refusal` says why a reply topic the requester named may not be answered on
+    (`schemas.topics.reply_topic_refusal`); such a request is dead-lettered, not served.
+    """
 
     topic: str | None
     correlation_id: str | None
     correlation_data: bytes | None
+    refusal: str | None = None
 
     @classmethod
     def of(
@@ -40,9 +39,8 @@ class ReplyRoute:
         if correlation_id is None and data is not None:
             correlation_id = data.decode("utf-8", "replace")
         topic = reply_to or message.response_topic
-        if topic is not None and not is_publishable(topic):
-            topic = None
-        return cls(topic, correlation_id, data)
+        refusal = reply_topic_refusal(topic) if topic is not None else None
+        return cls(None if refusal else topic, correlation_id, data, refusal)
 
     async def send(self, bus: MqttClient, payload: bytes) -> None:
         """Publish the answer (no-op when the request had no reply topic)."""

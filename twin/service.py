@@ -248,6 +248,9 @@ class TwinService:
             await self.dead_letter(message, exc.reason)
             return
         route = ReplyRoute.of(message, request.reply_to, request.correlation_id)
+        if route.refusal is not None:
+            await self.dead_letter(message, route.refusal)
+            return
         try:
             outcome = await self.apply_desired(request, topic=message.topic)
         except TwinUpdateRefused as exc:
@@ -297,7 +300,8 @@ class TwinService:
             return
         route = ReplyRoute.of(message, request.reply_to, request.correlation_id)
         if route.topic is None:
-            await self.dead_letter(message, "get request without reply_to or response topic")
+            reason = route.refusal or "get request without reply_to or response topic"
+            await self.dead_letter(message, reason)
             return
         response = TwinGetResponse(
             device=request.device,
