@@ -16,21 +16,25 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
 from bus.acl import AclPolicy, amqtt_plugin_config, render_mosquitto_acl
 from bus.errors import BusError
+from bus.login_throttle import LoginThrottle, LoginThrottleSettings
 from bus.mqtt import DEFAULT_MAX_PACKET
+
+log = logging.getLogger(__name__)
 
 PBKDF2_ITERATIONS = 20_000
 """Iterations for new hashes. Mosquitto 2.0 writes 101 by default; it verifies any count, and
@@ -118,27 +122,70 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is 
 
     Hashing runs in a thread so a burst of connects (or a guesser) cannot stall the broker's
     event loop; unknown users cost the same hash as known ones, so timing does not reveal them.
+    A username or peer address that keeps failing is locked out (`LoginThrottle`): attempts
+    are then refused without hashing.
     """
 
     @dataclass
     class Config:
-        """Path of the ``$7$`` password file."""
+        """Path of the ``$7$`` password file and `LoginThrottleSettings` as a dict."""
 
         password_file: str = ""
+        throttle: dict[str, Any] = field(default_factory=dict)
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
         self._users = read_password_file(Path(context.config.password_file))
         self._decoy = hash_password(secrets.token_hex(8))
+        self.throttle = LoginThrottle(LoginThrottleSettings.model_validate(context.config.throttle))
 
     async def authenticate(self, *, session: Session) -> bool:
         """Accept only a known username with its password; anonymous clients are refused."""
         username, password = session.username, session.password
         if not username or password is None:
             return False
+        address = session.remote_address
+        if self.throttle.locked_for(username, address) > 0:
+            log.debug("login as %r from %s refused unhashed: locked out", username, address)
+            return False
         encoded = self._users.get(username, self._decoy)
         ok = await asyncio.to_thread(verify_password, password, encoded)
-        return ok and username in self._users
+        ok = ok and username in self._users
+        if ok:
+            self.throttle.succeeded(username)
+        else:
+            self.throttle.failed(username, address)
+        return ok
+
+
+class ClientCertAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untyped
+    """amqtt auth plugin for mutual TLS: a verified client certificate is the login.
+
+    The listener verifies the certificate against its ``cafile`` during the handshake (a
+    certificate from another CA fails it); this plugin refuses clients that sent none, and
+    makes the certificate's common name the username the ACL sees, as Mosquitto's
+    ``use_identity_as_username`` does. A password, if sent, is ignored.
+    """
+
+    async def authenticate(self, *, session: Session) -> bool:
+        """Accept a client whose verified certificate names it; take that name as username."""
+        ssl_object = session.ssl_object
+        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        name = _common_name(cert) if cert else None
+        if name is None:
+            log.info("client from %s refused: no client certificate", session.remote_address)
+            return False
+        session.username = name
+        return True
+
+
+def _common_name(cert: dict[str, Any]) -> str | None:
+    """The subject's CN from `ssl.SSLSocket.getpeercert()` output (first one wins)."""
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and value:
+                return str(value)
+    return None
 
 
 # ---- settings -----------------------------------------------------------------------------
@@ -170,14 +217,28 @@ class MqttSecuritySettings(_Frozen):
         acl: per-user topic rules; None means every authenticated user may do anything.
         tls: certificate and key of the embedded broker's listener (it then speaks only TLS).
         ca_file: CA bundle clients use to verify the broker (``mqtts://`` URLs).
+        client_ca_file: CA that signs client certificates; setting it (needs `tls`) makes
+            the broker require a certificate it signed from every client (mutual TLS) and
+            use the certificate's common name as the username the ACL sees; passwords are
+            then not checked.
         clients: service name (``mappers``, ``twin``, ...) -> its credentials.
+        login_throttle: lock-out of usernames/addresses that keep failing to log in
+            (embedded broker only; Mosquitto has no equivalent).
     """
 
     password_file: Path | None = None
     acl: AclPolicy | None = None
     tls: MqttTlsSettings | None = None
     ca_file: Path | None = None
+    client_ca_file: Path | None = None
     clients: dict[str, MqttCredentials] = {}
+    login_throttle: LoginThrottleSettings = LoginThrottleSettings()
+
+    @model_validator(mode="after")
+    def _client_certs_need_tls(self) -> MqttSecuritySettings:
+        if self.client_ca_file is not None and self.tls is None:
+            raise ValueError("client_ca_file (client certificates) needs tls (certfile, keyfile)")
+        return self
 
     @field_validator("clients")
     @classmethod
@@ -189,8 +250,8 @@ class MqttSecuritySettings(_Frozen):
 
     @property
     def authenticated(self) -> bool:
-        """Whether the broker refuses clients without a valid username and password."""
-        return self.password_file is not None
+        """Whether the broker refuses clients without a valid password or certificate."""
+        return self.password_file is not None or self.client_ca_file is not None
 
     def credentials(self, service: str) -> MqttCredentials | None:
         """The login `service` should use, if one is configured."""
@@ -202,13 +263,19 @@ class MqttSecuritySettings(_Frozen):
 
     def amqtt_plugins(self) -> dict[str, Any]:
         """The ``plugins`` section of the embedded broker's amqtt config."""
-        if self.password_file is None:
-            plugins: dict[str, Any] = {
+        plugins: dict[str, Any]
+        if self.client_ca_file is not None:
+            plugins = {f"{__name__}.ClientCertAuthPlugin": {}}
+        elif self.password_file is None:
+            plugins = {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             }
         else:
             plugins = {
-                f"{__name__}.PasswordFileAuthPlugin": {"password_file": str(self.password_file)}
+                f"{__name__}.PasswordFileAuthPlugin": {
+                    "password_file": str(self.password_file),
+                    "throttle": self.login_throttle.model_dump(mode="json"),
+                }
             }
         if self.acl is not None:
             plugins |= amqtt_plugin_config(self.acl)
@@ -223,19 +290,31 @@ class MqttSecuritySettings(_Frozen):
                 "certfile": str(self.tls.certfile),
                 "keyfile": str(self.tls.keyfile),
             }
+            if self.client_ca_file is not None:
+                # amqtt verifies a presented certificate against it (CERT_OPTIONAL);
+                # ClientCertAuthPlugin refuses clients that present none.
+                listener["cafile"] = str(self.client_ca_file)
         return listener
 
 
-def client_tls_context(ca_file: Path) -> ssl.SSLContext:
+def client_tls_context(
+    ca_file: Path, *, certfile: Path | None = None, keyfile: Path | None = None
+) -> ssl.SSLContext:
     """A client context that verifies the broker's certificate and host name against `ca_file`.
 
+    With `certfile` (and `keyfile`, unless the key is in the same PEM) the client presents
+    that certificate, for brokers that require one (`MqttSecuritySettings.client_ca_file`).
+
     Raises:
-        SecurityConfigError: the CA file cannot be read.
+        SecurityConfigError: the CA file, certificate or key cannot be read.
     """
     try:
-        return ssl.create_default_context(cafile=str(ca_file))
+        context = ssl.create_default_context(cafile=str(ca_file))
+        if certfile is not None:
+            context.load_cert_chain(str(certfile), None if keyfile is None else str(keyfile))
     except (OSError, ssl.SSLError) as exc:
-        raise SecurityConfigError(f"CA file {ca_file}: {exc}") from exc
+        raise SecurityConfigError(f"CA file {ca_file} or client certificate: {exc}") from exc
+    return context
 
 
 def is_loopback(host: str) -> bool:
@@ -286,10 +365,9 @@ def write_mosquitto_config(
     lines = [f"listener {port} {host}", "persistence false", f"max_packet_size {max_packet}"]
     if run_as is not None:
         lines.append(f"user {run_as}")
-    if security.password_file is None:
-        lines.append("allow_anonymous true")
-    else:
-        lines += ["allow_anonymous false", f"password_file {security.password_file}"]
+    lines.append(f"allow_anonymous {'false' if security.authenticated else 'true'}")
+    if security.password_file is not None:
+        lines.append(f"password_file {security.password_file}")
     if security.acl is not None:
         acl_file = directory / "acl"
         acl_file.write_text(render_mosquitto_acl(security.acl))
@@ -297,6 +375,12 @@ def write_mosquitto_config(
         lines.append(f"acl_file {acl_file}")
     if security.tls is not None:
         lines += [f"certfile {security.tls.certfile}", f"keyfile {security.tls.keyfile}"]
+    if security.client_ca_file is not None:
+        lines += [
+            f"cafile {security.client_ca_file}",
+            "require_certificate true",
+            "use_identity_as_username true",
+        ]
     conf = directory / "mosquitto.conf"
     conf.write_text("\n".join(lines) + "\n" + extra)
     return conf

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from bus import mqtt_wire as wire
 from bus.acl import AclPolicy, app_rules, bridge_rules, mapper_rules, policy, twin_rules
 from bus.broker import EmbeddedBroker
-from bus.mqtt import MqttClient
+from bus.mqtt import DEFAULT_MAX_PACKET, MqttClient
+from bus.mqtt_connection import ConnectRefused, open_connection
 from bus.ports import free_port
 from bus.security import (
     MqttSecuritySettings,
@@ -28,6 +31,7 @@ from bus.security import (
     write_mosquitto_config,
     write_password_file,
 )
+from bus.url import parse_broker_url
 from tests.conftest import require_mosquitto_tool
 from tests.security.pki import make_pki
 
@@ -152,3 +156,44 @@ async def secure_broker(
     )
     with run_mosquitto(conf, port):
         yield SecureBroker(kind, f"{scheme}://127.0.0.1:{port}", security.ca_file)
+
+
+async def login_once(
+    url: str,
+    username: str | None,
+    password: str | None,
+    *,
+    tls_context: ssl.SSLContext | None = None,
+    timeout: float = 5.0,
+) -> bool:
+    """ONE MQTT 3.1.1 login attempt (no reconnect loop): True when the broker accepts it.
+
+    `MqttClient` retries until its timeout, so a count of refused logins would depend on
+    timing; the throttling tests need exactly one attempt per call.
+    """
+    address = parse_broker_url(url)
+    conn = await open_connection(
+        address.host,
+        address.port,
+        version=wire.V311,
+        on_publish=lambda _conn, _packet: None,
+        max_packet=DEFAULT_MAX_PACKET,
+        ssl_context=tls_context if address.tls else None,
+        timeout=timeout,
+    )
+    packet = wire.connect(
+        client_id=f"login-{time.monotonic_ns()}",
+        version=wire.V311,
+        clean=True,
+        keepalive=15,
+        username=username,
+        password=password,
+        properties={},
+    )
+    try:
+        await conn.handshake(packet, timeout)
+    except ConnectRefused:
+        return False
+    finally:
+        conn.abort(None)
+    return True

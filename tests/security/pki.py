@@ -38,9 +38,7 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     path.chmod(0o600)
 
 
-def make_pki(directory: Path, *, ca_name: str = "edgefabric test CA") -> TestPki:
-    """Create a CA and a server certificate it signs, valid for a day."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _make_ca(ca_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -71,6 +69,14 @@ def make_pki(directory: Path, *, ca_name: str = "edgefabric test CA") -> TestPki
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_cert, ca_key
+
+
+def make_pki(directory: Path, *, ca_name: str = "edgefabric test CA") -> TestPki:
+    """Create a CA and a server certificate it signs, valid for a day."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_cert, ca_key = _make_ca(ca_name)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = (
         x509.CertificateBuilder()
@@ -105,3 +111,49 @@ def make_pki(directory: Path, *, ca_name: str = "edgefabric test CA") -> TestPki
     pki.certfile.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(server_key, pki.keyfile)
     return pki
+
+
+@dataclass(frozen=True)
+class ClientPki:
+    """A CA for client certificates and, per common name, a certificate + key it signed."""
+
+    ca_file: Path
+    certs: dict[str, tuple[Path, Path]]
+
+
+def make_client_pki(
+    directory: Path, common_names: tuple[str, ...], *, ca_name: str = "edgefabric client CA"
+) -> ClientPki:
+    """Create a client CA and one client certificate (``clientAuth``) per common name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_cert, ca_key = _make_ca(ca_name)
+    ca_file = directory / "client-ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    certs: dict[str, tuple[Path, Path]] = {}
+    for common_name in common_names:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        certfile, keyfile = directory / f"{common_name}.pem", directory / f"{common_name}.key"
+        certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key, keyfile)
+        certs[common_name] = (certfile, keyfile)
+    return ClientPki(ca_file=ca_file, certs=certs)
