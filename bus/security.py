@@ -195,18 +195,24 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class MqttCredentials(_Frozen):
-    """A service's login on the broker."""
-
-    username: str
-    password: SecretStr
-
-
 class MqttTlsSettings(_Frozen):
-    """Server side of TLS for the embedded broker (PEM files)."""
+    """A certificate and its key (PEM files): the broker's, or a client's for mutual TLS."""
 
     certfile: Path
     keyfile: Path
+
+
+class MqttCredentials(_Frozen):
+    """A service's login on the broker.
+
+    `certificate` is presented when the broker requires client certificates
+    (`MqttSecuritySettings.client_ca_file`); the broker then ignores the password and takes
+    the certificate's common name as the username.
+    """
+
+    username: str
+    password: SecretStr
+    certificate: MqttTlsSettings | None = None
 
 
 class MqttSecuritySettings(_Frozen):
@@ -257,9 +263,19 @@ class MqttSecuritySettings(_Frozen):
         """The login `service` should use, if one is configured."""
         return self.clients.get(service)
 
-    def client_tls_context(self) -> ssl.SSLContext | None:
-        """Context for ``mqtts://`` clients that trusts `ca_file` (None: system defaults)."""
-        return None if self.ca_file is None else client_tls_context(self.ca_file)
+    def client_tls_context(self, service: str | None = None) -> ssl.SSLContext | None:
+        """Context for ``mqtts://`` clients that trusts `ca_file` (None: system defaults).
+
+        With `service`, the context also presents that service's client certificate, if its
+        credentials name one.
+        """
+        if self.ca_file is None:
+            return None
+        creds = None if service is None else self.credentials(service)
+        cert = None if creds is None else creds.certificate
+        if cert is None:
+            return client_tls_context(self.ca_file)
+        return client_tls_context(self.ca_file, certfile=cert.certfile, keyfile=cert.keyfile)
 
     def amqtt_plugins(self) -> dict[str, Any]:
         """The ``plugins`` section of the embedded broker's amqtt config."""

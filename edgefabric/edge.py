@@ -63,7 +63,7 @@ class Edge:
             manual_ack=durable,
             username=creds.username if creds else None,
             password=creds.password.get_secret_value() if creds else None,
-            tls_context=security.client_tls_context(),
+            tls_context=security.client_tls_context(name),
         )
 
     async def __aenter__(self) -> Self:

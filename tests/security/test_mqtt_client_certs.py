@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from bus.broker import EmbeddedBroker
 from bus.errors import NotConnected
 from bus.mqtt import MqttClient
 from bus.ports import free_port
 from bus.security import (
+    MqttCredentials,
     MqttSecuritySettings,
     MqttTlsSettings,
     client_tls_context,
@@ -115,6 +116,29 @@ async def test_a_certificate_from_the_ca_logs_in_as_its_common_name(mtls: MtlsBr
         await wait_for(lambda: (genuine, b"genuine") in seen)
         task.cancel()
     assert seen == [(genuine, b"genuine")]
+
+
+async def test_a_service_presents_the_certificate_its_credentials_name(mtls: MtlsBroker) -> None:
+    """What the edge does: `client_tls_context(service)` loads that service's certificate."""
+    cert, key = mtls.clients.certs["twin"]
+    security = MqttSecuritySettings(
+        ca_file=mtls.server_ca,
+        clients={
+            "twin": MqttCredentials(
+                username="twin",
+                password=SecretStr("unused"),
+                certificate=MqttTlsSettings(certfile=cert, keyfile=key),
+            )
+        },
+    )
+    client = MqttClient(
+        mtls.url,
+        client_id=f"twin-{time.monotonic_ns()}",
+        tls_context=security.client_tls_context("twin"),
+        protocol="3.1.1" if mtls.kind == "amqtt" else "5",
+    )
+    async with client, client.subscribe(topics.readings_filter()):
+        pass  # connected by certificate alone (amqtt also checks the ACL here)
 
 
 async def test_a_client_without_a_certificate_is_refused(mtls: MtlsBroker) -> None:
