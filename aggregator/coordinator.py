@@ -12,6 +12,10 @@ Updates come from edges, possibly compromised ones: every refused or late update
 reported to `dead_letters` (in the cloud, ``ef.cloud.dead-letter.{service}``) with its reason.
 A hostile frame can only cost its own sender its place in the round (its first answer counts),
 never crash the coordinator or spoil the aggregate of the others.
+
+Globals go the other way, to every edge: given a `signing_key`, the coordinator signs each one
+(`schemas.federated.sign_fit`: job, round, settings, participants, the weights' SHA-256...) so
+edges that trust its public key train only on what this coordinator sent.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import random
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from aggregator.errors import JobFailed
 from aggregator.job import JobConfig, RoundRecord
@@ -34,6 +38,9 @@ from schemas import topics
 from schemas.errors import EdgefabricError, InvalidName, SchemaError
 from schemas.federated import FitInstruction, FitUpdate, decode_update, encode_fit
 from schemas.topics import TrafficClass
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 Evaluate = Callable[[Weights], float]
@@ -49,6 +56,8 @@ class Coordinator:
         initial: the starting global weights.
         evaluate: centralised evaluation (held-out accuracy) after each round, or None.
         dead_letters: told about every refused or late update (e.g. `CloudDeadLetters`).
+        signing_key: signs every global frame sent (`schemas.federated`); None sends them
+            unsigned, which edges with trusted keys refuse.
 
     """
 
@@ -61,6 +70,7 @@ class Coordinator:
         evaluate: Evaluate | None = None,
         strategy: Strategy | None = None,
         dead_letters: DeadLetterSink | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.config = config
         self.weights = initial
@@ -72,6 +82,7 @@ class Coordinator:
         self._tasks = ServiceTasks(f"aggregator[{config.job}]")
         self._rng = random.Random(config.seed)
         self._dead_letters = dead_letters
+        self._signing_key = signing_key
 
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()
@@ -149,7 +160,9 @@ class Coordinator:
             deadline=time.time() + cfg.round_timeout_s,
             final=final,
         )
-        frame = await asyncio.to_thread(encode_fit, instruction, self.weights)
+        frame = await asyncio.to_thread(
+            encode_fit, instruction, self.weights, signing_key=self._signing_key
+        )
         async with asyncio.timeout(cfg.round_timeout_s):
             await self._transport.send_global(frame)
         return instruction.message_id

@@ -11,6 +11,12 @@ weights that are not a float32 [W, b] chain from the local features to the 10 cl
 training that diverges to nan/inf — is refused: `EdgeLink.refuse` reports it (on a real edge
 a dead letter on ``ef/dead-letter/fl-trainer``) and the trainer waits for the next global.
 
+Given `trusted` keys, the trainer also refuses, the same way and before it parses the weights,
+every global (final ones included) that a trusted key did not sign exactly as received:
+unsigned, signed by another key, any header field or weights byte changed, or a signed header
+moved to another job or round (`schemas.federated.decode_fit`). Without keys it trains on
+unsigned globals, as the demo does.
+
 `Behaviour` exists for tests and the bench: a dead edge (never answers), and two attackers
 (weights scaled by a large negative factor, or random weights).
 """
@@ -29,7 +35,14 @@ from aggregator.trainer import TrainConfig, accuracy, local_train
 from aggregator.transport import EdgeLink
 from pipelines.digits import CLASSES
 from schemas.errors import SchemaError
-from schemas.federated import FitInstruction, FitUpdate, decode_fit, encode_update
+from schemas.federated import (
+    FitInstruction,
+    FitUpdate,
+    GlobalModelRefused,
+    decode_fit,
+    encode_update,
+)
+from schemas.signing import TrustedKeys
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +88,8 @@ class EdgeTrainer:
         link: where globals come from and updates go.
         x: local features (float32 [N, 64], 0..1); never sent anywhere.
         y: local labels.
+        trusted: the cloud keys globals must be signed by; None accepts unsigned globals
+            (an empty `TrustedKeys` accepts none).
 
     """
 
@@ -87,6 +102,7 @@ class EdgeTrainer:
         y: NDArray[np.int64],
         behaviour: Behaviour = Behaviour.HONEST,
         seed: int = 0,
+        trusted: TrustedKeys | None = None,
     ) -> None:
         self.edge = edge
         self.behaviour = behaviour
@@ -97,6 +113,7 @@ class EdgeTrainer:
         self._x = x
         self._y = y
         self._seed = seed
+        self._trusted = trusted
         self._last_round = -1
 
     async def run(self) -> None:
@@ -104,7 +121,7 @@ class EdgeTrainer:
         async for frame in self._link.globals():
             try:
                 instruction, weights = self._read(frame)
-            except SchemaError as exc:
+            except (SchemaError, GlobalModelRefused) as exc:
                 await self._refuse(frame, exc.reason)
                 continue
             if instruction.final:
@@ -125,7 +142,7 @@ class EdgeTrainer:
             self.rounds_answered += 1
 
     def _read(self, frame: bytes) -> tuple[FitInstruction, Weights]:
-        instruction, weights = decode_fit(frame)
+        instruction, weights = decode_fit(frame, trusted=self._trusted)
         if instruction.job != self._link.job:
             raise SchemaError(f"a global of job {instruction.job!r} on {self._link.job!r}'s topic")
         if instruction.round > MAX_ROUND:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Protocol, Self
@@ -133,6 +134,8 @@ class NatsEdgeLink:
         self._nc: NatsClient | None = None
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=2)
         self._chunks = Reassembler(max_bytes=64 << 20)
+        self.refusals: deque[str] = deque(maxlen=64)
+        """The reasons of the latest refused globals (a simulated edge's dead letters)."""
 
     @property
     def job(self) -> str:
@@ -184,7 +187,8 @@ class NatsEdgeLink:
             await js.publish(part_subject, data, headers=hdrs)
 
     async def refuse(self, frame: bytes, reason: str) -> None:
-        """A simulated edge has no MQTT dead-letter topic: the refusal is logged."""
+        """A simulated edge has no MQTT dead-letter topic: the refusal is logged and kept."""
+        self.refusals.append(reason)
         log.warning("edge %s: refused a %d-byte global: %s", self._edge, len(frame), reason)
 
 

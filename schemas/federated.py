@@ -8,12 +8,21 @@ a binary body holding the weights. The body is a weights pack::
 
 Never JSON number lists. Frames larger than the link's 1 MB payload are chunked by the bridge
 (edge -> cloud) and by `CloudPublisher` (cloud -> edge), with a sha256 of the whole.
+
+A global frame may be signed by the cloud (`encode_fit(..., signing_key=)`): the header then
+carries the SHA-256 of the weights pack and an Ed25519 signature (`schemas.signing`, domain
+``edgefabric/fl-global/v1``) over every other header field — job, round, model, train
+settings, participants, deadline, final, ids, that digest. An edge that trusts keys decodes
+with `decode_fit(..., trusted=)`, which checks the signature and the digest before it parses
+the weights; a changed byte anywhere, a header moved to another job or round, an unsigned
+frame or one signed by another key raise `GlobalModelRefused`. The domain differs from model
+updates', so neither kind of signature verifies as the other.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,10 +31,23 @@ from pydantic import Field
 from schemas.base import Message, Name, now
 from schemas.errors import SchemaError
 from schemas.frames import pack, unpack
+from schemas.signing import (
+    Refusal,
+    SignatureRefused,
+    TrustedKeys,
+    sha256_hex,
+    sign_record,
+    verify_record,
+)
 from schemas.tensor import decode_tensor, encode_tensor
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 WEIGHTS_MAGIC = b"EFW1"
 MAX_LAYERS = 64
+FL_GLOBAL_DOMAIN = "edgefabric/fl-global/v1"
+"""Domain tag of global-model signatures (distinct from `schemas.signing.MODEL_UPDATE_DOMAIN`)."""
 
 
 class TrainSettings(Message):
@@ -55,6 +77,22 @@ class FitInstruction(Message):
     deadline: float = 0.0
     final: bool = False
     timestamp: float = Field(default_factory=now)
+    weights_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    signature: str | None = Field(default=None, max_length=256)
+
+
+class GlobalModelRefused(SignatureRefused):
+    """A global frame whose signature or digest does not hold: do not train, dead-letter it.
+
+    Attributes:
+        job: the job the (untrusted) header names.
+        round: the round the (untrusted) header names.
+    """
+
+    def __init__(self, job: str, round_: int, refusal: Refusal, reason: str) -> None:
+        super().__init__(refusal, f"global model of job {job!r} round {round_}: {reason}")
+        self.job = job
+        self.round = round_
 
 
 class FitUpdate(Message):
@@ -118,19 +156,71 @@ def unpack_weights(data: bytes) -> Weights:
     return layers
 
 
-def encode_fit(instruction: FitInstruction, weights: Weights) -> bytes:
-    """One global-model frame."""
-    return pack(instruction, pack_weights(weights))
+def _signed_fields(instruction: FitInstruction) -> object:
+    """Every header field but the signature itself, as the signer and the verifier see it."""
+    return instruction.model_dump(mode="json", exclude={"signature"})
 
 
-def decode_fit(data: bytes) -> tuple[FitInstruction, Weights]:
-    """Read a global-model frame.
+def sign_fit(
+    instruction: FitInstruction, body: bytes, signing_key: Ed25519PrivateKey
+) -> FitInstruction:
+    """The header to send with weights pack `body`: its digest filled in, then signed."""
+    unsigned = instruction.model_copy(
+        update={"weights_sha256": sha256_hex(body), "signature": None}
+    )
+    signature = sign_record(FL_GLOBAL_DOMAIN, _signed_fields(unsigned), signing_key)
+    return unsigned.model_copy(update={"signature": signature})
+
+
+def verify_fit(instruction: FitInstruction, body: bytes, trusted: TrustedKeys) -> None:
+    """Refuse a global unless a trusted key signed its header and `body` has the signed digest.
+
+    Raises:
+        GlobalModelRefused: `refusal` is UNSIGNED, UNTRUSTED_KEY, BAD_SIGNATURE (a header
+            field changed, or moved to another job or round) or DIGEST_MISMATCH (a weights
+            byte changed).
+    """
+    job, round_ = instruction.job, instruction.round
+    try:
+        verify_record(
+            FL_GLOBAL_DOMAIN,
+            _signed_fields(instruction),
+            instruction.signature,
+            trusted,
+            what="global model",
+        )
+    except SignatureRefused as exc:
+        raise GlobalModelRefused(job, round_, exc.refusal, exc.reason) from exc
+    actual = sha256_hex(body)
+    if actual != instruction.weights_sha256:
+        reason = f"weights hash to {actual}, signed digest is {instruction.weights_sha256}"
+        raise GlobalModelRefused(job, round_, Refusal.DIGEST_MISMATCH, reason)
+
+
+def encode_fit(
+    instruction: FitInstruction, weights: Weights, *, signing_key: Ed25519PrivateKey | None = None
+) -> bytes:
+    """One global-model frame, signed when `signing_key` is given."""
+    body = pack_weights(weights)
+    if signing_key is not None:
+        instruction = sign_fit(instruction, body, signing_key)
+    return pack(instruction, body)
+
+
+def decode_fit(
+    data: bytes, *, trusted: TrustedKeys | None = None
+) -> tuple[FitInstruction, Weights]:
+    """Read a global-model frame; with `trusted`, verify it before the weights are parsed.
 
     Raises:
         SchemaError: the header or the weights are not valid.
+        GlobalModelRefused: `trusted` is given and the frame is not signed by one of them,
+            or was changed after signing.
 
     """
     header, body = unpack(FitInstruction, data)
+    if trusted is not None:
+        verify_fit(header, body, trusted)
     return header, unpack_weights(body)
 
 

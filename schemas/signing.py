@@ -10,6 +10,11 @@ while the cloud rotates them.
 The edge calls `verify_model_update` with the received bytes BEFORE handing them to
 onnxruntime; any `ModelIntegrityError` means: do not load, keep the current model, dead-letter
 the update with ``str(error)`` as the reason.
+
+Other signed records (federated global models, `schemas.federated`) use the same keys through
+`sign_record` / `verify_record` under their own domain tag: the signed bytes begin with the
+tag and a NUL, so a signature made for one domain never verifies in another, even by the same
+key.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -28,8 +34,36 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from schemas.errors import EdgefabricError
 
-_CONTEXT = b"edgefabric/model-update/v1\x00"
+MODEL_UPDATE_DOMAIN = "edgefabric/model-update/v1"
+"""Domain tag of model-update signatures (the wire format since v1: do not change)."""
 _SCHEME = "ed25519"
+
+
+class Refusal(StrEnum):
+    """Why a signed record was refused, in one word a caller can map to its own error.
+
+    `verify_record` raises the first three; DIGEST_MISMATCH is for callers that compare the
+    signed digest with the bytes they received.
+    """
+
+    UNSIGNED = "unsigned"
+    UNTRUSTED_KEY = "untrusted key"
+    BAD_SIGNATURE = "bad signature"
+    DIGEST_MISMATCH = "digest mismatch"
+
+
+class SignatureRefused(EdgefabricError):
+    """A record of any domain whose signature must not be accepted.
+
+    Attributes:
+        refusal: which check failed.
+        reason: in words, fit for a dead letter.
+    """
+
+    def __init__(self, refusal: Refusal, reason: str) -> None:
+        super().__init__(reason)
+        self.refusal = refusal
+        self.reason = reason
 
 
 class ModelIntegrityError(EdgefabricError):
@@ -67,10 +101,24 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def signed_record(domain: str, fields: object) -> bytes:
+    """The exact bytes a signature of `domain` covers: the tag, NUL, then canonical JSON.
+
+    Canonical: no whitespace, ASCII only, object keys sorted; so the signer and a verifier
+    that rebuilt `fields` from a parsed message produce the same bytes.
+
+    Raises:
+        ValueError: `domain` is empty or holds a NUL (it could then collide with another).
+    """
+    if not domain or "\x00" in domain:
+        raise ValueError(f"bad signing domain {domain!r}")
+    text = json.dumps(fields, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
+    return domain.encode() + b"\x00" + text.encode()
+
+
 def signed_bytes(name: str, version: str, sha256: str) -> bytes:
-    """The exact bytes the signature covers: a prefix, then a canonical JSON triple."""
-    triple = json.dumps([name, version, sha256.lower()], separators=(",", ":"), ensure_ascii=True)
-    return _CONTEXT + triple.encode()
+    """The exact bytes a model-update signature covers: the tag, then a canonical JSON triple."""
+    return signed_record(MODEL_UPDATE_DOMAIN, [name, version, sha256.lower()])
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -96,6 +144,51 @@ class TrustedKeys:
         return cls.of(load_public_key(p) for p in paths)
 
 
+def sign_record(domain: str, fields: object, private_key: Ed25519PrivateKey) -> str:
+    """Sign `fields` under `domain` (see `signed_record`).
+
+    Returns:
+        ``ed25519:<key id>:<base64 signature>``.
+    """
+    signature = private_key.sign(signed_record(domain, fields))
+    kid = key_id(private_key.public_key())
+    return f"{_SCHEME}:{kid}:{base64.b64encode(signature).decode()}"
+
+
+def verify_record(
+    domain: str, fields: object, signature: str | None, trusted: TrustedKeys, *, what: str
+) -> None:
+    """Refuse unless a trusted key signed exactly `fields` under `domain`.
+
+    Args:
+        domain: the record kind's tag (each kind has its own).
+        fields: the record as the verifier received it, in the signer's shape.
+        signature: the ``ed25519:<key id>:<base64>`` string, or None / "" when unsigned.
+        trusted: public keys accepted.
+        what: the record in words, for the reason (``"model update"``).
+
+    Raises:
+        SignatureRefused: `refusal` says which check failed.
+    """
+    if not signature:
+        raise SignatureRefused(Refusal.UNSIGNED, f"unsigned {what} refused")
+    scheme, _, rest = signature.partition(":")
+    kid, _, encoded = rest.partition(":")
+    public_key = trusted.keys.get(kid)
+    if scheme != _SCHEME or public_key is None:
+        raise SignatureRefused(Refusal.UNTRUSTED_KEY, f"signed by untrusted key {kid!r}")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        # Unused bits set in the last character: the same signature spelled another way.
+        # Refused, so that changing any byte of a signature string is refused.
+        canonical = base64.b64encode(raw).decode() == encoded
+        public_key.verify(raw, signed_record(domain, fields))
+    except (InvalidSignature, binascii.Error, ValueError) as exc:
+        raise SignatureRefused(Refusal.BAD_SIGNATURE, "signature does not match") from exc
+    if not canonical:
+        raise SignatureRefused(Refusal.BAD_SIGNATURE, "signature is not canonical base64")
+
+
 def sign_model_update(
     *, name: str, version: str, sha256: str, private_key: Ed25519PrivateKey
 ) -> str:
@@ -104,9 +197,14 @@ def sign_model_update(
     Returns:
         ``ed25519:<key id>:<base64 signature>``, to put in the update's signature field.
     """
-    signature = private_key.sign(signed_bytes(name, version, sha256))
-    kid = key_id(private_key.public_key())
-    return f"{_SCHEME}:{kid}:{base64.b64encode(signature).decode()}"
+    return sign_record(MODEL_UPDATE_DOMAIN, [name, version, sha256.lower()], private_key)
+
+
+_MODEL_ERRORS: dict[Refusal, type[ModelIntegrityError]] = {
+    Refusal.UNSIGNED: UnsignedModel,
+    Refusal.UNTRUSTED_KEY: UntrustedSigningKey,
+    Refusal.BAD_SIGNATURE: BadModelSignature,
+}
 
 
 def verify_model_update(
@@ -135,18 +233,11 @@ def verify_model_update(
         BadModelSignature: the signature does not cover these name/version/sha256.
         ModelDigestMismatch: `model_bytes` do not hash to `sha256`.
     """
-    if not signature:
-        raise UnsignedModel(name, version, "unsigned model update refused")
-    scheme, _, rest = signature.partition(":")
-    kid, _, encoded = rest.partition(":")
-    public_key = trusted.keys.get(kid)
-    if scheme != _SCHEME or public_key is None:
-        raise UntrustedSigningKey(name, version, f"signed by untrusted key {kid!r}")
+    fields = [name, version, sha256.lower()]
     try:
-        raw = base64.b64decode(encoded, validate=True)
-        public_key.verify(raw, signed_bytes(name, version, sha256))
-    except (InvalidSignature, binascii.Error, ValueError) as exc:
-        raise BadModelSignature(name, version, "signature does not match") from exc
+        verify_record(MODEL_UPDATE_DOMAIN, fields, signature, trusted, what="model update")
+    except SignatureRefused as exc:
+        raise _MODEL_ERRORS[exc.refusal](name, version, exc.reason) from exc
     if model_bytes is not None:
         actual = sha256_hex(model_bytes)
         if actual != sha256.lower():
