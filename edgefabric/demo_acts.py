@@ -127,7 +127,8 @@ async def federated_act(
     """Three federated rounds: this edge (through its bridge) and three simulated sites.
 
     Each site trains on its own label-skewed share of the digits, which never leaves it; only
-    weights travel, as binary frames, and the cloud aggregates them with FedAvg.
+    weights travel, as binary frames, and the cloud aggregates them with FedAvg. The cloud
+    signs every global with a key made for the demo; every site trusts only that key.
     """
     from aggregator.coordinator import Coordinator  # noqa: PLC0415 - the cloud side only
     from aggregator.edge_trainer import EdgeTrainer  # noqa: PLC0415
@@ -138,13 +139,20 @@ async def federated_act(
         NatsCloudTransport,
         NatsEdgeLink,
     )
+    from schemas.signing import TrustedKeys, generate_signing_key  # noqa: PLC0415
 
     split = load_digits_split()
+    signing_key = generate_signing_key()
+    trusted = TrustedKeys.of([signing_key.public_key()])
     sites = [edge_id, "site-b", "site-c", "site-d"]
     parts = dirichlet_split(split.y_train, len(sites), alpha=0.5, seed=0)
     config = JobConfig(job="demo-fl", edges=sites, rounds=3, round_timeout_s=10)
     hub_url = cloud.config.hub.url
-    counts.event(f"federated: 3 rounds of FedAvg over {', '.join(sites)}; data stays put", out)
+    counts.event(
+        f"federated: 3 rounds of FedAvg over {', '.join(sites)}; data stays put; "
+        "globals signed (Ed25519), verified at every site",
+        out,
+    )
     async with contextlib.AsyncExitStack() as stack:
         trainers = []
         for i, (site, idx) in enumerate(zip(sites, parts, strict=True)):
@@ -157,7 +165,12 @@ async def federated_act(
                 )
             trainers.append(
                 EdgeTrainer(
-                    edge=site, link=link, x=split.x_train[idx], y=split.y_train[idx], seed=i
+                    edge=site,
+                    link=link,
+                    x=split.x_train[idx],
+                    y=split.y_train[idx],
+                    seed=i,
+                    trusted=trusted,
                 )
             )
         tasks = await stack.enter_async_context(ServiceTasks("demo.fl-sites"))
@@ -171,6 +184,7 @@ async def federated_act(
                 initial=init_weights(0, 0),
                 evaluate=lambda w: accuracy(w, split.x_test, split.y_test),
                 dead_letters=transport.dead_letters,
+                signing_key=signing_key,
             )
         )
         records = await coordinator.run()
