@@ -176,6 +176,18 @@ def test_malformed_signature_strings_are_refused(signature: str) -> None:
         decode_fit(_resealed(_signed(), signature=signature), trusted=TRUSTED)
 
 
+def test_a_signature_spelled_with_stray_base64_bits_is_refused() -> None:
+    # 64 bytes are 86 base64 characters and "=="; the 86th carries 4 unused bits.
+    header, body = unpack(FitInstruction, _signed())
+    assert header.signature is not None
+    scheme, kid, encoded = header.signature.split(":")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet[alphabet.index(encoded[-3]) ^ 0x01]
+    respelled = f"{scheme}:{kid}:{encoded[:-3]}{last}=="
+    refused = _refusal(pack(header.model_copy(update={"signature": respelled}), body))
+    assert refused.refusal is Refusal.BAD_SIGNATURE and "canonical" in refused.reason
+
+
 def test_the_two_domains_never_sign_the_same_bytes() -> None:
     fields = [JOB, "3", "ab" * 32]
     model, fl = signed_record(MODEL_UPDATE_DOMAIN, fields), signed_record(FL_GLOBAL_DOMAIN, fields)
