@@ -29,6 +29,7 @@ from bus.lifecycle import ServiceTasks
 from cloud_bridge.cloud_consumer import CloudConsumer
 from cloud_bridge.downlink import MODEL, CloudPublisher
 from schemas import topics
+from schemas.signing import load_private_key
 from schemas.topics import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def build_learning_service(
         holdout=Dataset(split.x_val, split.y_val),
         trigger=settings.trigger,
         gate=settings.gate,
+        signing_key=load_private_key(settings.signing_key) if settings.signing_key else None,
     )
     labeller = Labeller(
         store,

@@ -23,6 +23,9 @@ class LearningSettings(BaseModel):
         gate: when to deploy.
         max_examples: most hard examples kept.
         max_bytes: most payload bytes kept.
+        signing_key: Ed25519 private key (PEM, `edgefabric keys generate`) that signs every
+            model the service deploys; edges trusting its public key refuse anything else.
+            Without it updates go out unsigned.
 
     """
 
@@ -37,3 +40,4 @@ class LearningSettings(BaseModel):
     gate: DeployGate = DeployGate()
     max_examples: int = Field(default=100_000, ge=1)
     max_bytes: int = Field(default=1 << 30, ge=1)
+    signing_key: Path | None = None

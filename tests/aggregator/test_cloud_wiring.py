@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import cast
 
 import nats
+import pytest
 
+from aggregator.service import build_learning_service
 from aggregator.settings import LearningSettings
 from aggregator.triggers import Trigger
 from bus.ports import free_port
 from cloud_bridge import headers
+from cloud_bridge.downlink import CloudPublisher
 from edgefabric.cli import main
 from edgefabric.cloud import Cloud
 from edgefabric.config import CloudConfig, HubSettings
 from schemas import topics
+from schemas.frames import unpack
+from schemas.models import ModelUpdate
+from schemas.signing import (
+    ModelIntegrityError,
+    TrustedKeys,
+    generate_signing_key,
+    verify_model_update,
+    write_key_pair,
+)
 from schemas.topics import TrafficClass
 from tests.aggregator.learning_support import hard_example_frame, pool
 from tests.support import wait_for
@@ -79,3 +92,51 @@ async def test_a_label_set_by_a_person_wakes_the_running_learner(tmp_path: Path)
         await wait_for(lambda: len(store.history()) == 1, 60, what="retrained on the event")
         (entry,) = store.history()
         assert entry.samples == 1 and entry.trigger == "num_of_samples 1 >= 1"
+
+
+class _RecordingPublisher:
+    """Stands in for the `CloudPublisher` (the downlink is tested elsewhere): keeps frames."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    async def publish(
+        self, edge: str | None, kind: str, *tokens: str, payload: bytes, message_id: str = ""
+    ) -> None:
+        self.frames.append(payload)
+
+
+async def test_a_configured_signing_key_signs_every_model_the_service_deploys(
+    tmp_path: Path,
+) -> None:
+    key = generate_signing_key()
+    write_key_pair(key, tmp_path / "cloud.pem", tmp_path / "cloud.pub")
+    publisher = _RecordingPublisher()
+    service = build_learning_service(
+        "nats://127.0.0.1:1",
+        cast(CloudPublisher, publisher),
+        data_dir=tmp_path,
+        settings=LearningSettings(signing_key=tmp_path / "cloud.pem"),
+    )
+    learner = service.learner
+    await learner._publish(learner.deployed, "2", 0.9, 0.95)  # what a passed gate calls
+    (frame,) = publisher.frames
+    header, model = unpack(ModelUpdate, frame)
+    trusted = TrustedKeys.from_files([tmp_path / "cloud.pub"])
+    verify_model_update(
+        name=header.name,
+        version=header.version,
+        sha256=header.sha256,
+        signature=header.signature,
+        trusted=trusted,
+        model_bytes=model,
+    )
+    with pytest.raises(ModelIntegrityError):
+        verify_model_update(
+            name=header.name,
+            version="3",
+            sha256=header.sha256,
+            signature=header.signature,
+            trusted=trusted,
+            model_bytes=model,
+        )
