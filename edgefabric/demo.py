@@ -42,8 +42,13 @@ from mappers.simulators.modbus_plc import ModbusPlcSimulator
 from mappers.simulators.opcua_machine import OpcUaMachineSimulator
 from pipelines.hem import HemSettings
 from pipelines.offload_settings import OffloadModelSettings, OffloadSettings
-from pipelines.settings import PipelinesSettings, StreamingPipelineSettings
+from pipelines.settings import (
+    ModelUpdateSettings,
+    PipelinesSettings,
+    StreamingPipelineSettings,
+)
 from schemas import topics
+from schemas.signing import generate_signing_key, write_key_pair
 
 EDGE_ID = "demo-site"
 MILL = "mill-1"
@@ -84,6 +89,15 @@ devices:
 """
 
 
+def _signing_key(root: Path) -> tuple[Path, Path]:
+    """The demo cloud's model-signing key pair (private, public), made fresh in `root`."""
+    private, public = root / "keys" / "cloud.pem", root / "keys" / "cloud.pub"
+    if not private.exists():
+        private.parent.mkdir(parents=True, exist_ok=True)
+        write_key_pair(generate_signing_key(), private, public)
+    return private, public
+
+
 def _configs(root: Path, plc_port: int, mill_url: str) -> tuple[CloudConfig, EdgeConfig]:
     hub = HubSettings(port=free_port(), leafnode_port=free_port(), monitor_port=free_port())
     devices = root / "devices.yaml"
@@ -113,6 +127,7 @@ def _configs(root: Path, plc_port: int, mill_url: str) -> tuple[CloudConfig, Edg
                     )
                 ]
             ),
+            updates=ModelUpdateSettings(trusted_keys=[_signing_key(root)[1]]),
         ),
     )
     return CloudConfig(data_dir=root / "cloud", hub=hub), edge
@@ -156,7 +171,13 @@ async def run_demo(
                 ) as view_bus,
             ):
                 await _run_acts(
-                    cloud, edge=edge, bus=view_bus, counts=counts, out=out, duration=duration
+                    cloud,
+                    edge=edge,
+                    bus=view_bus,
+                    counts=counts,
+                    out=out,
+                    duration=duration,
+                    signing_key=_signing_key(root)[0],
                 )
                 counts.forwarded_to_cloud = edge.bridge.forwarded if edge.bridge else 0
     return counts
@@ -170,6 +191,7 @@ async def _run_acts(
     counts: DemoCounts,
     out: TextIO,
     duration: float | None,
+    signing_key: Path,
 ) -> None:
     started = time.monotonic()
     fits = duration is None or duration >= 12
@@ -196,7 +218,12 @@ async def _run_acts(
                     name="demo.act.federated",
                 )
                 group.create_task(
-                    _after(5, lambda: model_update_act(cloud, bus, counts, out, edge_id=EDGE_ID)),
+                    _after(
+                        5,
+                        lambda: model_update_act(
+                            cloud, bus, counts, out, edge_id=EDGE_ID, signing_key=signing_key
+                        ),
+                    ),
                     name="demo.act.model-update",
                 )
                 group.create_task(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -16,6 +19,8 @@ from edgefabric.cloud import Cloud
 from edgefabric.demo_view import DemoCounts
 from pipelines.digits import forward, load_digits_split, to_onnx, train
 from pipelines.offload_client import OffloadClient
+from schemas.models import ModelStatus
+from schemas.signing import load_private_key, sign_model_update
 from twin.client import TwinClient
 
 PLC = "plc-1"
@@ -207,12 +212,19 @@ async def federated_act(
 
 
 async def model_update_act(
-    cloud: Cloud, bus: MqttClient, counts: DemoCounts, out: TextIO, *, edge_id: str
+    cloud: Cloud,
+    bus: MqttClient,
+    counts: DemoCounts,
+    out: TextIO,
+    *,
+    edge_id: str,
+    signing_key: Path,
 ) -> None:
-    """The cloud retrains the edge model and sends it down the bridge.
+    """The cloud retrains the edge model, signs it and sends it down the bridge.
 
-    The edge verifies, validates and hot-swaps it while serving; then an operator rolls it
-    back with one message.
+    A forged, unsigned update goes first and is refused (the edge trusts only the cloud's
+    key); the signed one is verified, validated and hot-swapped while the edge serves; then an
+    operator rolls it back with one message.
     """
     from edgefabric.commands.models import read_status, rollback, update_frame  # noqa: PLC0415
 
@@ -220,25 +232,36 @@ async def model_update_act(
     weights = train(split.x_train, split.y_train, epochs=100, lr=0.2, seed=1)
     model = to_onnx(weights, name="digits-edge", version="2")
     accuracy = float((forward(weights, split.x_test).argmax(1) == split.y_test).mean())
+    digest = hashlib.sha256(model).hexdigest()
+    signature = sign_model_update(
+        name="digits-edge", version="2", sha256=digest, private_key=load_private_key(signing_key)
+    )
     async with CloudPublisher(cloud.config.hub.url) as downlink:
         await downlink.publish(
-            edge_id, MODEL, "digits-edge", payload=update_frame("digits-edge", "2", model)
+            edge_id, MODEL, "digits-edge", payload=update_frame("digits-edge", "9", model)
+        )
+        refused = await _wait_status(bus, read_status, lambda s: s.candidate_version == "9")
+        counts.event(f"model update: a forged unsigned v9 was refused: {refused.reason}", out)
+        await downlink.publish(
+            edge_id,
+            MODEL,
+            "digits-edge",
+            payload=update_frame("digits-edge", "2", model, signature),
         )
     counts.event(
-        f"model update: the cloud sent digits-edge v2 ({accuracy:.1%} held out) down the bridge",
+        f"model update: the cloud sent digits-edge v2 ({accuracy:.1%} held out), signed, "
+        "down the bridge",
         out,
     )
-    async with asyncio.timeout(15):
-        while True:
-            statuses = await read_status(bus, "digits-edge", wait=0.5)
-            if statuses and statuses[0].active_version == "2":
-                break
+    await _wait_status(bus, read_status, lambda s: s.active_version == "2")
     counts.event(
-        "model update: the edge verified, validated and hot-swapped to v2 while answering requests",
+        "model update: the edge verified the signature, validated and hot-swapped to v2 "
+        "while answering requests",
         out,
     )
     status = await rollback(bus, "digits-edge")
     counts.acts["model_update"] = {
+        "refused_unsigned": refused.state.value,
         "swapped_to": "2",
         "rolled_back_to": status.active_version,
         "new_accuracy": round(accuracy, 4),
@@ -246,3 +269,16 @@ async def model_update_act(
     counts.event(
         f"model update: rolled back with one command, active v{status.active_version}", out
     )
+
+
+async def _wait_status(
+    bus: MqttClient,
+    read_status: Callable[..., Awaitable[list[ModelStatus]]],
+    done: Callable[[ModelStatus], bool],
+) -> ModelStatus:
+    """The edge's retained status of digits-edge once `done` holds (15 s at most)."""
+    async with asyncio.timeout(15):
+        while True:
+            statuses = await read_status(bus, "digits-edge", wait=0.5)
+            if statuses and done(statuses[0]):
+                return statuses[0]

@@ -88,6 +88,7 @@ def test_demo_runs_for_a_duration_and_writes_nonzero_counts(tmp_path: Path):
     assert hostile["dead_lettered"] == hostile["sent"] == 3, hostile
     assert [r["status"] for r in summary["acts"]["federated"]["rounds"]] == ["completed"] * 3
     assert summary["acts"]["model_update"] == {
+        "refused_unsigned": "rejected",
         "swapped_to": "2",
         "rolled_back_to": "1",
         "new_accuracy": pytest.approx(0.98, abs=0.02),
