@@ -1,9 +1,8 @@
-"""MQTT authentication and TLS: settings, password files, and the amqtt auth plugin.
+"""MQTT authentication and TLS settings, rendered for both brokers.
 
-One password file serves both brokers: it is in Mosquitto's own format (``user:$7$...``,
-PBKDF2-HMAC-SHA512, as ``mosquitto_passwd`` writes it), Mosquitto reads it natively and
-`PasswordFileAuthPlugin` reads it for the embedded amqtt broker. One `AclPolicy` (bus.acl)
-likewise renders for both. `write_mosquitto_config` produces a complete secured Mosquitto setup.
+One `MqttSecuritySettings` secures the embedded amqtt broker (through the plugins of
+`bus.broker_auth` and `bus.acl`) and Mosquitto (`write_mosquitto_config` produces a complete
+secured setup from the same password file and `AclPolicy`).
 
 Security is off by default so ``make demo`` needs nothing: the embedded broker then binds
 127.0.0.1 and accepts anonymous clients. Setting ``password_file`` turns anonymous access off.
@@ -11,182 +10,48 @@ Security is off by default so ``make demo`` needs nothing: the embedded broker t
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
-import hmac
 import ipaddress
 import logging
 import os
-import secrets
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amqtt.plugins.base import BaseAuthPlugin
-from amqtt.session import Session
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
 from bus.acl import AclPolicy, amqtt_plugin_config, render_mosquitto_acl
-from bus.errors import BusError
-from bus.login_throttle import LoginThrottle, LoginThrottleSettings
+from bus.broker_auth import (
+    PBKDF2_ITERATIONS,
+    ClientCertAuthPlugin,
+    PasswordFileAuthPlugin,
+    SecurityConfigError,
+    hash_password,
+    read_password_file,
+    verify_password,
+    write_password_file,
+)
+from bus.login_throttle import LoginThrottleSettings
 from bus.mqtt import DEFAULT_MAX_PACKET
 
+__all__ = [
+    "PBKDF2_ITERATIONS",
+    "ClientCertAuthPlugin",
+    "MqttCredentials",
+    "MqttSecuritySettings",
+    "MqttTlsSettings",
+    "PasswordFileAuthPlugin",
+    "SecurityConfigError",
+    "client_tls_context",
+    "exposure_warning",
+    "hash_password",
+    "is_loopback",
+    "read_password_file",
+    "verify_password",
+    "write_mosquitto_config",
+    "write_password_file",
+]
+
 log = logging.getLogger(__name__)
-
-PBKDF2_ITERATIONS = 20_000
-"""Iterations for new hashes. Mosquitto 2.0 writes 101 by default; it verifies any count, and
-20,000 rounds of SHA-512 cost about 10 ms per connect here, which only a password guesser feels."""
-
-_SALT_BYTES = 12  # what mosquitto_passwd uses
-_HASH_PREFIX = "$7$"
-
-
-class SecurityConfigError(BusError):
-    """A password file, certificate or security setting that cannot be used."""
-
-
-# ---- password hashes (Mosquitto "$7$" format) ---------------------------------------------
-
-
-def hash_password(password: str, *, iterations: int = PBKDF2_ITERATIONS) -> str:
-    """Hash `password` as Mosquitto does: ``$7$<iterations>$<b64 salt>$<b64 pbkdf2-sha512>``."""
-    salt = secrets.token_bytes(_SALT_BYTES)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    return (
-        f"{_HASH_PREFIX}{iterations}${base64.b64encode(salt).decode()}"
-        f"${base64.b64encode(digest).decode()}"
-    )
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """Check `password` against a ``$7$`` hash in constant time; malformed hashes never match."""
-    parts = encoded.split("$")
-    if len(parts) != 5 or parts[1] != "7":
-        return False
-    try:
-        iterations = int(parts[2])
-        salt = base64.b64decode(parts[3], validate=True)
-        expected = base64.b64decode(parts[4], validate=True)
-    except ValueError:
-        return False
-    if not 1 <= iterations <= 10_000_000:
-        return False
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    return hmac.compare_digest(digest, expected)
-
-
-def read_password_file(path: Path) -> dict[str, str]:
-    """Read ``user:hash`` lines (``#`` comments and blank lines skipped).
-
-    Raises:
-        SecurityConfigError: unreadable file, or a line that is not ``user:$7$...``.
-    """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SecurityConfigError(f"password file {path}: {exc}") from exc
-    users: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        username, sep, encoded = line.partition(":")
-        if not sep or not username or not encoded.startswith(_HASH_PREFIX):
-            raise SecurityConfigError(
-                f"password file {path}, line {number}: expected user:$7$... "
-                "(Mosquitto PBKDF2-SHA512 hashes; other formats are not supported)"
-            )
-        users[username] = encoded
-    return users
-
-
-def write_password_file(
-    path: Path, users: Mapping[str, str], *, iterations: int = PBKDF2_ITERATIONS
-) -> Path:
-    """Write username -> plaintext password as a hashed password file readable only by us."""
-    lines = []
-    for username, password in users.items():
-        if not username or ":" in username or any(ch.isspace() for ch in username):
-            raise SecurityConfigError(f"username {username!r} cannot go in a password file")
-        lines.append(f"{username}:{hash_password(password, iterations=iterations)}")
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return path
-
-
-class PasswordFileAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untyped
-    """amqtt auth plugin: a client must present a username and password from the file.
-
-    Hashing runs in a thread so a burst of connects (or a guesser) cannot stall the broker's
-    event loop; unknown users cost the same hash as known ones, so timing does not reveal them.
-    A username or peer address that keeps failing is locked out (`LoginThrottle`): attempts
-    are then refused without hashing.
-    """
-
-    @dataclass
-    class Config:
-        """Path of the ``$7$`` password file and `LoginThrottleSettings` as a dict."""
-
-        password_file: str = ""
-        throttle: dict[str, Any] = field(default_factory=dict)
-
-    def __init__(self, context: Any) -> None:
-        super().__init__(context)
-        self._users = read_password_file(Path(context.config.password_file))
-        self._decoy = hash_password(secrets.token_hex(8))
-        self.throttle = LoginThrottle(LoginThrottleSettings.model_validate(context.config.throttle))
-
-    async def authenticate(self, *, session: Session) -> bool:
-        """Accept only a known username with its password; anonymous clients are refused."""
-        username, password = session.username, session.password
-        if not username or password is None:
-            return False
-        address = session.remote_address
-        if self.throttle.locked_for(username, address) > 0:
-            log.debug("login as %r from %s refused unhashed: locked out", username, address)
-            return False
-        encoded = self._users.get(username, self._decoy)
-        ok = await asyncio.to_thread(verify_password, password, encoded)
-        ok = ok and username in self._users
-        if ok:
-            self.throttle.succeeded(username)
-        else:
-            self.throttle.failed(username, address)
-        return ok
-
-
-class ClientCertAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untyped
-    """amqtt auth plugin for mutual TLS: a verified client certificate is the login.
-
-    The listener verifies the certificate against its ``cafile`` during the handshake (a
-    certificate from another CA fails it); this plugin refuses clients that sent none, and
-    makes the certificate's common name the username the ACL sees, as Mosquitto's
-    ``use_identity_as_username`` does. A password, if sent, is ignored.
-    """
-
-    async def authenticate(self, *, session: Session) -> bool:
-        """Accept a client whose verified certificate names it; take that name as username."""
-        ssl_object = session.ssl_object
-        cert = ssl_object.getpeercert() if ssl_object is not None else None
-        name = _common_name(cert) if cert else None
-        if name is None:
-            log.info("client from %s refused: no client certificate", session.remote_address)
-            return False
-        session.username = name
-        return True
-
-
-def _common_name(cert: dict[str, Any]) -> str | None:
-    """The subject's CN from `ssl.SSLSocket.getpeercert()` output (first one wins)."""
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName" and value:
-                return str(value)
-    return None
-
 
 # ---- settings -----------------------------------------------------------------------------
 
@@ -281,14 +146,14 @@ class MqttSecuritySettings(_Frozen):
         """The ``plugins`` section of the embedded broker's amqtt config."""
         plugins: dict[str, Any]
         if self.client_ca_file is not None:
-            plugins = {f"{__name__}.ClientCertAuthPlugin": {}}
+            plugins = {f"{ClientCertAuthPlugin.__module__}.ClientCertAuthPlugin": {}}
         elif self.password_file is None:
             plugins = {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             }
         else:
             plugins = {
-                f"{__name__}.PasswordFileAuthPlugin": {
+                f"{PasswordFileAuthPlugin.__module__}.PasswordFileAuthPlugin": {
                     "password_file": str(self.password_file),
                     "throttle": self.login_throttle.model_dump(mode="json"),
                 }
