@@ -38,6 +38,9 @@ from schemas.tensor import decode_tensor
 
 log = logging.getLogger(__name__)
 
+_INBOX = "_INBOX."
+"""Replies go only to request inboxes (the hub forwards `_INBOX.{edge}.>` to that edge alone)."""
+
 SERVICE = "cloud-inference"
 MAX_REQUEST_BYTES = 1 << 20
 """The hub's default max payload: nothing larger can arrive, and nothing larger is parsed."""
@@ -145,6 +148,12 @@ class CloudInferenceService:
     async def _handle(self, msg: Msg) -> None:
         name = msg.subject.rsplit(".", 1)[-1]
         slot = self._models[name]
+        if msg.reply and not msg.reply.startswith(_INBOX):
+            # Permissions check the subject an edge publishes to, never its reply subject, and
+            # this service answers as the unconfined cloud user: answering on `ef.up.B...` or
+            # `ef.down.all...` would publish, for a confined edge, where it may not.
+            await self._refuse(msg, f"reply subject {msg.reply[:80]!r} is not an inbox")
+            return
         try:
             probabilities, version = await slot.run(self._batch(msg.data))
             reply = CloudInferReply(

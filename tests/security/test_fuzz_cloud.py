@@ -305,6 +305,42 @@ async def test_cloud_inference_answers_hostile_requests_with_errors_and_dead_let
     assert any("(batch, features) expected" in d.reason for d in refused)
 
 
+async def test_cloud_inference_never_answers_outside_an_inbox(
+    hub: NatsServer, client: tuple[NatsClient, Letters]
+) -> None:
+    """An edge may publish requests but not onto other edges' subjects; naming one as its reply
+    subject must not make the cloud user publish there for it."""
+    nc, letters = client
+    cloud_path = bundled_models()[1]
+    slot = ModelSlot("digits-cloud", LoadedModel("c1", make_session(cloud_path.read_bytes())))
+    valid = encode_tensor(np.zeros(FEATURES, dtype=np.float32))
+    subject = topics.cloud_infer("digits-cloud")
+    bounced: list[str] = []
+
+    async def keep(msg: Msg) -> None:
+        bounced.append(msg.subject)
+
+    targets = (
+        topics.uplink("edge-2", topics.TrafficClass.RESULTS, "p", "d"),
+        topics.downlink(None, "model", "digits-edge"),
+    )
+    sub = await nc.subscribe("ef.>", cb=keep)
+    try:
+        async with CloudInferenceService(hub.url, {"digits-cloud": slot}):
+            for target in targets:
+                await nc.publish(subject, valid, reply=target)
+            await wait_for(lambda: len(letters.of(SERVICE_INFER)) >= 2, what="dead letters")
+            ok = CloudInferReply.model_validate_json(
+                (await nc.request(subject, valid, timeout=10)).data
+            )
+            await nc.flush()
+    finally:
+        await sub.unsubscribe()
+    assert ok.status == "ok"  # answered after, on an inbox: the refusals were not a crash
+    assert not [s for s in bounced if s in targets]
+    assert all("is not an inbox" in d.reason for d in letters.of(SERVICE_INFER))
+
+
 # ---- federated learning: the coordinator ----------------------------------------------------
 
 JOB = "fuzz-job"
