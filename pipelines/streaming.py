@@ -140,16 +140,26 @@ class StreamingPipeline:
             async for message in sub:
                 await self._on_message(message)
 
+    async def _reject(self, message: InboundMessage, reason: str) -> None:
+        self.rejected += 1
+        letter = DeadLetter.of(
+            service=SERVICE, topic=message.topic, reason=reason, payload=message.payload
+        )
+        await self._bus.publish(topics.dead_letter(SERVICE), encode(letter))
+
     async def _on_message(self, message: InboundMessage) -> None:
         try:
             reading, value = _reading_value(message)
         except (SchemaError, TypeError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, SchemaError) else f"value: {exc}"
-            self.rejected += 1
-            letter = DeadLetter.of(
-                service=SERVICE, topic=message.topic, reason=reason, payload=message.payload
+            await self._reject(message, reason)
+            return
+        # The ACL confines a mapper by topic, so the topic, not the body, says whose reading
+        # it is: a body naming another device must not feed (and fake) that device's results.
+        if message.topic != topics.reading(reading.device, reading.property):
+            await self._reject(
+                message, f"body names {reading.device}/{reading.property}, topic is {message.topic}"
             )
-            await self._bus.publish(topics.dead_letter(SERVICE), encode(letter))
             return
         if reading.quality is Quality.BAD:
             return

@@ -333,6 +333,10 @@ class TwinService:
                 except SchemaError as exc:
                     await self.dead_letter(message, exc.reason)
                     continue
+                if message.topic != topics.device_status(status.device):  # topic says whose
+                    reason = f"body names {status.device}, topic is {message.topic}"
+                    await self.dead_letter(message, reason)
+                    continue
                 await self.set_state(status.device, status.state, status.reason)
 
     async def report(self, rows: list[tuple[str, str, object, float]]) -> None:

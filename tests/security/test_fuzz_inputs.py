@@ -133,6 +133,49 @@ async def test_twin_refuses_a_reading_whose_body_names_another_device(
         )
 
 
+async def test_twin_refuses_a_status_whose_body_names_another_device(
+    mosquitto_url: str, observed: tuple[MqttClient, Observer], tmp_path: Path
+) -> None:
+    """Else a mapper could mark another device online and make the twin re-send its writes."""
+    bus, observer = observed
+    forged = DeviceStatus(device="plc-2", state=DeviceState.ONLINE)
+    async with (
+        MqttClient(mosquitto_url, client_id="twin") as twin_bus,
+        TwinService(bus=twin_bus, db_path=tmp_path / "twin.db") as twin,
+    ):
+        await fuzz_topic(
+            bus=bus,
+            observer=observer,
+            service="twin",
+            topic=topics.device_status(DEVICE),
+            payloads=[encode(forged)],
+            timeout=3,
+        )
+        assert twin.store.document("plc-2").state is None
+
+
+async def test_pipeline_refuses_a_reading_whose_body_names_another_device(
+    mosquitto_url: str, observed: tuple[MqttClient, Observer]
+) -> None:
+    """Else a mapper could fill another device's window and fake that device's results."""
+    bus, observer = observed
+    settings = StreamingPipelineSettings(name="fz", device=None, property="vib", window=2, hop=1)
+    forged = Reading(device="plc-2", property="vib", value=0.5)
+    async with (
+        MqttClient(mosquitto_url, client_id="pipelines") as pipe_bus,
+        StreamingPipeline(settings, bus=pipe_bus),
+    ):
+        await fuzz_topic(
+            bus=bus,
+            observer=observer,
+            service="pipelines",
+            topic=topics.reading(DEVICE, "vib"),
+            payloads=[encode(forged)] * 3,  # a full window, were they taken
+            timeout=3,
+        )
+    assert topics.result("fz", "plc-2") not in observer.seen
+
+
 async def test_pipeline_refuses_non_finite_values(
     mosquitto_url: str, observed: tuple[MqttClient, Observer]
 ) -> None:
