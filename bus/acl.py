@@ -246,7 +246,10 @@ def service_rules(service: str) -> list[AclRule]:
 
 def mapper_rules(devices: Iterable[str], *, service: str = "mappers") -> list[AclRule]:
     """A mapper publishes only its own devices' readings and status, and takes their writes."""
-    rules = service_rules(service)
+    rules = [
+        *service_rules(service),
+        *_write(topics.twin_reply("twin-writes")),  # where the twin asks for write results
+    ]
     for device in devices:
         rules += _write(
             topics.readings_filter(device),
@@ -359,8 +362,8 @@ def model_updater_rules(*, service: str = "models") -> list[AclRule]:
 def trainer_rules(*, service: str = "fl-trainer") -> list[AclRule]:
     """A federated edge trainer reads global models and sends its updates.
 
-    Global models are not signed: whoever may write ``ef/fl/{job}/global`` decides what the
-    edges train on, so only the bridge (`bridge_rules`) may.
+    Only the bridge (`bridge_rules`) may write ``ef/fl/{job}/global``: an edge trainer without
+    trusted keys trains on whatever is there.
     """
     return [
         *service_rules(service),

@@ -111,6 +111,14 @@ class MqttSecuritySettings(_Frozen):
             raise ValueError("client_ca_file (client certificates) needs tls (certfile, keyfile)")
         return self
 
+    @model_validator(mode="after")
+    def _acl_needs_authentication(self) -> MqttSecuritySettings:
+        # Without a login any client may claim any username, and the ACL would grant it
+        # that user's rights: an ACL would then only look like security.
+        if self.acl is not None and not self.authenticated:
+            raise ValueError("acl needs password_file or client_ca_file (who the client is)")
+        return self
+
     @field_validator("clients")
     @classmethod
     def _no_colons(cls, value: dict[str, MqttCredentials]) -> dict[str, MqttCredentials]:

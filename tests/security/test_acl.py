@@ -8,6 +8,7 @@ import contextlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from bus.acl import (
     Access,
@@ -15,6 +16,7 @@ from bus.acl import (
     AclRule,
     app_rules,
     bridge_rules,
+    edge_policy,
     filter_covers,
     policy,
     render_mosquitto_acl,
@@ -22,6 +24,7 @@ from bus.acl import (
 )
 from bus.mqtt import MqttClient, SubscribeRefused
 from bus.mqtt_connection import PublishRefused
+from bus.security import MqttSecuritySettings
 from bus.subscription import Subscription
 from schemas import topics
 from tests.security.brokers import SecureBroker, site_policy
@@ -179,3 +182,23 @@ def test_bridge_acl_reads_every_uplink_route_and_nothing_raw() -> None:
     assert acl.may_publish("bridge", topics.model_update("m1"))
     assert acl.may_publish("bridge", topics.twin_desired_set("plc-1"))
     assert not acl.may_publish("bridge", topics.device_write("plc-1"))
+
+
+def test_edge_policy_lets_each_service_answer_where_the_others_ask() -> None:
+    """The twin asks mappers to answer device writes on its own replies topic; offload answers
+    on inference replies; nobody may write what only another role writes."""
+    acl = edge_policy(["plc-1"])
+    assert acl.may_publish("mappers", topics.twin_reply("twin-writes"))
+    assert acl.may_receive("twin", topics.twin_reply("twin-writes"))
+    assert acl.may_publish("mappers", topics.reading("plc-1", "t"))
+    assert not acl.may_publish("mappers", topics.reading("plc-2", "t"))
+    assert acl.may_publish("offload", topics.infer_reply("phone"))
+    assert not acl.may_publish("offload", topics.model_update("m"))
+    assert acl.may_publish("bridge", topics.fl_global("job"))
+    assert not acl.may_publish("fl-trainer", topics.fl_global("job"))
+
+
+def test_an_acl_without_authentication_is_refused_at_start_up() -> None:
+    """Anyone could claim the bridge's username, and the ACL would grant its rights."""
+    with pytest.raises(ValidationError, match="acl needs password_file or client_ca_file"):
+        MqttSecuritySettings(acl=edge_policy(["plc-1"]))
