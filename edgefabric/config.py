@@ -85,6 +85,9 @@ class BridgeConfig(_Frozen):
     enabled: bool = True
     max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     batch: int = Field(default=512, ge=1, le=10_000)
+    max_payload_bytes: int = Field(
+        default=16 << 20, ge=1024, le=64 << 20, description="bigger uplink payloads are refused"
+    )
 
 
 class EdgeConfig(_Frozen):

@@ -103,6 +103,7 @@ class Edge:
                             leaf_url=cfg.leaf.url,
                             max_bytes=cfg.bridge.max_bytes,
                             batch=cfg.bridge.batch,
+                            max_payload_bytes=cfg.bridge.max_payload_bytes,
                         ),
                         bus=bridge_bus,
                     )

@@ -31,6 +31,7 @@ def test_a_valid_edge_config_loads(tmp_path: Path):
         ("edge_id: s\nbroker:\n  url: http://x\n", "broker"),
         ("edge_id: s\nbrokr: {}\n", "brokr"),
         ("broker: {}\n", "edge_id"),
+        ("edge_id: s\nbridge:\n  max_payload_bytes: 100000000\n", "bridge.max_payload_bytes"),
     ],
 )
 def test_an_invalid_edge_config_fails_naming_the_field(tmp_path: Path, text: str, field: str):
