@@ -127,7 +127,9 @@ class PasswordFileAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
         self._users = read_password_file(Path(context.config.password_file))
-        self._decoy = hash_password(secrets.token_hex(8))
+        self._decoy = hash_password(
+            secrets.token_hex(8), iterations=_typical_iterations(self._users)
+        )
         self.throttle = LoginThrottle(LoginThrottleSettings.model_validate(context.config.throttle))
 
     async def authenticate(self, *, session: Session) -> bool:
@@ -177,3 +179,17 @@ def _common_name(cert: dict[str, Any]) -> str | None:
             if key == "commonName" and value:
                 return str(value)
     return None
+
+
+def _typical_iterations(users: Mapping[str, str]) -> int:
+    """The iteration count most of the file's hashes use (`mosquitto_passwd` writes 101).
+
+    An unknown user is checked against a decoy hash of the same cost, so how long a refusal
+    takes does not tell a guesser whether the username exists.
+    """
+    counts: dict[int, int] = {}
+    for encoded in users.values():
+        parts = encoded.split("$")
+        if len(parts) == 5 and parts[2].isdigit() and 1 <= int(parts[2]) <= 10_000_000:
+            counts[int(parts[2])] = counts.get(int(parts[2]), 0) + 1
+    return max(counts, key=lambda n: counts[n]) if counts else PBKDF2_ITERATIONS

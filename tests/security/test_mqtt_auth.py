@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bus.broker import EmbeddedBroker
+from bus.broker_auth import PBKDF2_ITERATIONS, _typical_iterations
 from bus.errors import BusError, NotConnected
 from bus.mqtt import MqttClient
 from bus.ports import free_port
@@ -160,3 +161,11 @@ async def test_mosquitto_as_we_configure_it_refuses_a_packet_no_client_can_take(
                 message = await anext(sub)
             assert (message.topic, message.payload) == ("big/2", b"fits")
             assert sub_bus.connects == 1
+
+
+def test_the_decoy_hash_costs_what_the_files_hashes_cost() -> None:
+    """With mosquitto_passwd's 101 iterations, a 20,000-iteration decoy would make unknown
+    usernames 200x slower to refuse than known ones: a username oracle."""
+    users = {"a": hash_password("x", iterations=101), "b": hash_password("y", iterations=101)}
+    assert _typical_iterations(users) == 101
+    assert _typical_iterations({}) == PBKDF2_ITERATIONS
