@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.errors import InvalidName
 
@@ -60,6 +60,10 @@ def now() -> float:
     return time.time()
 
 
+SCHEMA_VERSION = 1
+"""The message schema this code speaks; a message of another version is refused, not guessed."""
+
+
 class Message(BaseModel):
     """Every message on the bus: immutable once built, and carrying its own schema version.
 
@@ -69,5 +73,12 @@ class Message(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     message_id: str = Field(default_factory=new_message_id, min_length=1, max_length=64)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _spoken_version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {value} is not spoken here ({SCHEMA_VERSION} is)")
+        return value

@@ -98,3 +98,11 @@ def test_dead_letters_keep_the_reason_and_bound_the_kept_payload():
 
 def test_quality_defaults_to_good():
     assert Reading(device="d", property="p", value=1).quality is Quality.GOOD
+
+
+def test_a_message_of_another_schema_version_is_refused_with_a_clear_reason() -> None:
+    payload = encode(Reading(device="plc-1", property="t", value=1.0)).replace(
+        b'"schema_version":1', b'"schema_version":2'
+    )
+    with pytest.raises(SchemaError, match="schema_version 2 is not spoken here"):
+        decode(Reading, payload)

@@ -156,13 +156,17 @@ def test_no_changed_byte_of_a_signed_global_changes_what_is_trained_on() -> None
         {"final": True},
         {"message_id": "f" * 32},
         {"timestamp": 0.0},
-        {"schema_version": 2},
         {"weights_sha256": "0" * 64},
     ],
     ids=lambda c: next(iter(c)),
 )
 def test_every_header_field_is_bound_by_the_signature(changes: dict[str, object]) -> None:
     assert _refusal(_resealed(_signed(), **changes)).refusal is Refusal.BAD_SIGNATURE
+
+
+def test_a_global_of_another_schema_version_is_refused_before_its_signature() -> None:
+    with pytest.raises(SchemaError, match="schema_version 2 is not spoken here"):
+        decode_fit(_resealed(_signed(), schema_version=2), trusted=TRUSTED)
 
 
 def test_a_signed_body_under_a_re_signed_attacker_header_is_refused() -> None:
