@@ -32,7 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from bus.errors import NotConnected
-from bus.lifecycle import ServiceTasks
+from bus.lifecycle import ServiceTasks, raise_if_cancelled
 from bus.mqtt import ConnectionState, MqttClient
 from bus.nats_server import edge_inbox_prefix
 from bus.subscription import InboundMessage, Subscription
@@ -249,6 +249,7 @@ class CloudBridge:
 
     async def _status_loop(self) -> None:
         while True:
+            raise_if_cancelled()  # nats.py's wait_for may have dropped a cancel
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.status_interval_s):
                     await self._status_now.wait()
