@@ -13,8 +13,16 @@ An update (a `ModelUpdate` frame, retained on `topics.model_update(name)`) goes 
 Every outcome is published retained on `topics.model_status(name)`; a refused candidate is
 named with its reason and the active version stays. A `ModelCommand` (``rollback``) on
 `topics.model_command(name)` swaps back to the previous version and is answered on its reply
-topic. A version that was refused or rolled back is remembered (in `state_dir` when given),
-so the retained update does not bring it back after a reconnect or a restart.
+topic, which must be one a requester may make us publish on (`topics.reply_topic_refusal`:
+inside ``ef/`` only a replies topic); a command with any other reply topic is dead-lettered
+and not executed.
+
+What was refused or rolled back is remembered (in `state_dir` when given), so the retained
+update does not bring it back after a reconnect or a restart: a refused update by the exact
+bytes of its frame (a forged or corrupt copy of version 2 never blocks the genuine version 2),
+a rolled-back version by its version and model digest. An older, genuinely signed version
+is taken again if it is published (there is no downgrade protection: versions are opaque
+strings, and a signature does not say which version it supersedes).
 """
 
 from __future__ import annotations
@@ -48,6 +56,18 @@ from schemas.status import DeadLetter
 
 log = logging.getLogger(__name__)
 SERVICE = "models"
+ANY_COPY = "*"
+"""Mark of a version remembered by the older refused.json (a list of versions): every copy."""
+
+
+def frame_mark(payload: bytes) -> str:
+    """How a refused update is remembered: the digest of its whole frame (header and body)."""
+    return "frame:" + hashlib.sha256(payload).hexdigest()
+
+
+def model_mark(sha256: str) -> str:
+    """How a rolled-back version is remembered: the digest of its model body."""
+    return "model:" + sha256 if sha256 else ANY_COPY
 
 
 def validate_candidate(slot: ModelSlot, candidate: LoadedModel) -> None:
@@ -87,6 +107,10 @@ class ModelUpdater:
         bus: the edge's MQTT client.
         slots: model name -> the slot serving it (streaming pipelines and offload).
         state_dir: where refused versions are remembered across restarts; None = in memory.
+
+    Attributes:
+        refused_versions: model name -> version -> marks (`frame_mark`, `model_mark`,
+            `ANY_COPY`) of the copies of that version this edge will not take.
     """
 
     def __init__(
@@ -102,24 +126,33 @@ class ModelUpdater:
         self.slots = dict(slots)
         self._trusted = TrustedKeys.from_files(settings.trusted_keys)
         self._state_file = state_dir / "refused.json" if state_dir else None
-        self.refused_versions: dict[str, set[str]] = self._load_refused()
+        self.refused_versions: dict[str, dict[str, set[str]]] = self._load_refused()
         self._lock = asyncio.Lock()
         self._tasks = ServiceTasks(SERVICE)
         self.applied = 0
         self.rejected = 0
         self.ignored = 0
 
-    def _load_refused(self) -> dict[str, set[str]]:
+    def _load_refused(self) -> dict[str, dict[str, set[str]]]:
+        """Read refused.json; the older format (name -> [versions]) means every copy."""
         if self._state_file is None or not self._state_file.exists():
             return {}
         data = json.loads(self._state_file.read_text())
-        return {name: set(versions) for name, versions in data.items()}
+        return {
+            name: {v: {ANY_COPY} for v in entry}
+            if isinstance(entry, list)
+            else {v: set(marks) for v, marks in entry.items()}
+            for name, entry in data.items()
+        }
 
-    def _refuse_version(self, name: str, version: str) -> None:
-        self.refused_versions.setdefault(name, set()).add(version)
+    def _remember(self, name: str, version: str, mark: str) -> None:
+        self.refused_versions.setdefault(name, {}).setdefault(version, set()).add(mark)
         if self._state_file is not None:
             self._state_file.parent.mkdir(parents=True, exist_ok=True)
-            data = {n: sorted(v) for n, v in self.refused_versions.items()}
+            data = {
+                n: {v: sorted(marks) for v, marks in versions.items()}
+                for n, versions in self.refused_versions.items()
+            }
             tmp = self._state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(data))
             tmp.replace(self._state_file)
@@ -188,9 +221,7 @@ class ModelUpdater:
             await self._status(name, slot, ModelState.REJECTED, reason=exc.reason)
             await self._dead_letter(message, exc.reason)
             return
-        if header.version == slot.version or header.version in self.refused_versions.get(
-            name, set()
-        ):
+        if header.version == slot.version or await self._remembered(name, header, message.payload):
             self.ignored += 1  # the retained update again (reconnect, restart), or refused
             return
         try:
@@ -199,7 +230,8 @@ class ModelUpdater:
             candidate = await asyncio.to_thread(self._prepare, slot, header, body)
         except EdgefabricError as exc:  # ModelLoadError, SchemaError, signing refusals
             self.rejected += 1
-            self._refuse_version(name, header.version)
+            mark = await asyncio.to_thread(frame_mark, message.payload)
+            self._remember(name, header.version, mark)
             reason = exc.reason if isinstance(exc, SchemaError) else str(exc)
             log.warning("model %s v%s refused: %s", name, header.version, reason)
             await self._status(
@@ -210,6 +242,19 @@ class ModelUpdater:
         slot.swap(candidate)
         self.applied += 1
         await self._status(name, slot, ModelState.ACTIVE, candidate=header.version)
+
+    async def _remembered(self, name: str, header: ModelUpdate, payload: bytes) -> bool:
+        """Whether this copy of `header.version` was refused or rolled back before.
+
+        The frame is hashed (in a worker thread: up to `max_model_bytes`) only when its version
+        has marks, so a redelivery of the active or an unknown version costs nothing.
+        """
+        marks = self.refused_versions.get(name, {}).get(header.version)
+        if not marks:
+            return False
+        if ANY_COPY in marks or model_mark(header.sha256) in marks:
+            return True
+        return await asyncio.to_thread(frame_mark, payload) in marks
 
     async def _dead_letter(self, message: InboundMessage, reason: str) -> None:
         """Put a refused update or command on ``ef/dead-letter/models`` with its reason."""
@@ -249,14 +294,19 @@ class ModelUpdater:
             log.warning("model command for %s refused: %s", name, exc.reason)
             await self._dead_letter(message, exc.reason)
             return
-        leaving = slot.version
+        reply_to = message.response_topic or command.reply_to
+        if reply_to and (refusal := topics.reply_topic_refusal(reply_to)) is not None:
+            log.warning("model command for %s refused: %s", name, refusal)
+            await self._dead_letter(message, refusal)
+            return
+        leaving = slot.active
         if slot.rollback():
-            self._refuse_version(name, leaving)
+            self._remember(name, leaving.version, model_mark(leaving.sha256))
             status = await self._status(
                 name,
                 slot,
                 ModelState.ROLLED_BACK,
-                reason=f"rolled back from {leaving}",
+                reason=f"rolled back from {leaving.version}",
                 correlation_id=command.correlation_id,
             )
         else:
@@ -267,7 +317,6 @@ class ModelUpdater:
                 reason="no previous version to roll back to",
                 correlation_id=command.correlation_id,
             )
-        reply_to = message.response_topic or command.reply_to
         if reply_to:
             await self._bus.publish(
                 reply_to, encode(status), correlation_data=message.correlation_data

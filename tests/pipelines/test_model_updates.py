@@ -24,9 +24,10 @@ from schemas import topics
 from schemas.codec import decode, encode
 from schemas.frames import pack
 from schemas.inference import InferenceResult
-from schemas.models import ModelState, ModelStatus, ModelUpdate
+from schemas.models import ModelCommand, ModelState, ModelStatus, ModelUpdate
 from schemas.offload import OffloadResponse
 from schemas.readings import Reading
+from schemas.status import DeadLetter
 from tests.support import wait_for
 
 EDGE, CLOUD = bundled_models()
@@ -243,3 +244,71 @@ async def test_with_trusted_keys_only_a_signed_update_is_taken(amqtt_url: str, t
     assert updater.rejected == 2 and updater.applied == 1
     assert refused.state is ModelState.REJECTED and refused.candidate_version == "3"
     assert "key" in refused.reason
+
+
+async def test_a_forged_copy_of_a_version_does_not_block_the_genuine_signed_one(
+    mosquitto_url: str, tmp_path: Path
+):
+    from edgefabric.commands.models import signed_update_frame
+    from schemas.signing import generate_signing_key, write_key_pair
+
+    write_key_pair(generate_signing_key(), tmp_path / "cloud.key", tmp_path / "cloud.pub")
+    settings = ModelUpdateSettings(trusted_keys=[tmp_path / "cloud.pub"])
+    model = CLOUD.read_bytes()
+    forged = update_frame("digits-edge", "2", model)  # the genuine bytes, no signature
+    async with (
+        MqttClient(mosquitto_url, client_id="edge") as bus,
+        OffloadService(OFFLOAD, bus=bus, nc=None) as offload,
+        ModelUpdater(settings, bus=bus, slots=offload.slots(), state_dir=tmp_path) as updater,
+    ):
+        await bus.publish(topics.model_update("digits-edge"), forged)
+        await wait_for(lambda: updater.rejected == 1, what="the forged v2 refused")
+        await bus.publish(topics.model_update("digits-edge"), forged)  # a redelivery
+        await wait_for(lambda: updater.ignored == 1, what="the same forged bytes ignored")
+        signed = signed_update_frame("digits-edge", "2", model, tmp_path / "cloud.key")
+        await bus.publish(topics.model_update("digits-edge"), signed, retain=True)
+        await wait_for(lambda: offload.slot("digits").version == "2", what="the genuine v2")
+        (status,) = await read_status(bus, "digits-edge")
+    assert updater.rejected == 1 and updater.applied == 1
+    assert status.state is ModelState.ACTIVE and status.active_version == "2"
+
+
+async def test_versions_refused_in_the_older_refused_file_stay_refused(
+    amqtt_url: str, tmp_path: Path
+):
+    (tmp_path / "refused.json").write_text('{"digits-edge": ["2"]}')
+    async with edge(amqtt_url, tmp_path) as (bus, offload, updater, _):
+        frame = update_frame("digits-edge", "2", CLOUD.read_bytes())
+        await bus.publish(topics.model_update("digits-edge"), frame)
+        await wait_for(lambda: updater.ignored == 1, what="the old file's v2 ignored")
+        frame = update_frame("digits-edge", "3", CLOUD.read_bytes())
+        await bus.publish(topics.model_update("digits-edge"), frame)
+        await wait_for(lambda: offload.slot("digits").version == "3", what="v3 taken")
+    assert updater.applied == 1 and updater.rejected == 0
+
+
+async def test_a_rollback_asking_for_an_answer_on_a_control_topic_is_dead_lettered_not_run(
+    mosquitto_url: str, tmp_path: Path
+):
+    control = topics.model_update("digits-edge")
+    letters: list[DeadLetter] = []
+    async with (
+        edge(mosquitto_url, tmp_path) as (bus, offload, updater, _),
+        bus.subscribe(topics.dead_letter("models")) as dead,
+    ):
+        await bus.publish(control, update_frame("digits-edge", "2", CLOUD.read_bytes()))
+        await wait_for(lambda: offload.slot("digits").version == "2", what="the swap")
+        async with bus.subscribe(control) as on_control:
+            command = ModelCommand(name="digits-edge", reply_to=control, correlation_id="c-1")
+            await bus.publish(topics.model_command("digits-edge"), encode(command))
+            async with asyncio.timeout(10):
+                async for message in dead:
+                    letters.append(decode(DeadLetter, message.payload))
+                    break
+            assert offload.slot("digits").version == "2"  # not rolled back
+            answer = await rollback(bus, "digits-edge")  # the CLI's reply topic is allowed
+            assert on_control.get_nowait() is None
+    assert letters[0].topic == topics.model_command("digits-edge")
+    assert "not a replies topic" in letters[0].reason
+    assert answer.state is ModelState.ROLLED_BACK and answer.active_version == "1"
+    assert updater.rejected == 0
