@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cloud_bridge import headers
@@ -18,25 +18,41 @@ MAX_CHUNKS = 1 << 16
 
 @dataclass
 class _Partial:
+    owner: str
     count: int
     digest: str
     parts: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
 
-    @property
-    def size(self) -> int:
-        return sum(len(p) for p in self.parts.values())
+
+Abandoned = Callable[[str, str], None]
+"""``on_abandon(whole_id, owner)``: told of each payload the budget made the reassembler give up."""
 
 
 class Reassembler:
     """Collects chunks (in any order, duplicates ignored) until a payload is whole.
 
-    Memory is bounded by `max_bytes`: past it the oldest incomplete payload is given up (its
-    sender retries from its durable queue, so nothing is lost for good).
+    Memory is bounded by `max_bytes`, shared fairly by the owners of incomplete payloads (the
+    cloud's consumer passes the sending edge): past it, the owner holding the most bytes gives
+    up its own oldest incomplete payload (on a tie, the owner whose chunk was just added), until
+    the total fits again. So one owner's flood never evicts another owner's payload while it
+    holds more than that other; each one given up is reported to `on_abandon`, so that its
+    receiver can acknowledge and dead-letter the messages it held for it.
+
+    Args:
+        max_bytes: the most chunk bytes held across all owners; a single payload larger than
+            this is refused outright.
+        on_abandon: called (synchronously) with (whole id, owner) of each payload given up to
+            keep within `max_bytes`.
+
     """
 
-    def __init__(self, *, max_bytes: int = 256 << 20) -> None:
+    def __init__(self, *, max_bytes: int = 256 << 20, on_abandon: Abandoned | None = None) -> None:
         self._partials: OrderedDict[str, _Partial] = OrderedDict()
-        self._max_bytes = max_bytes
+        self._owner_bytes: dict[str, int] = {}
+        self._bytes = 0
+        self._on_abandon = on_abandon
+        self.max_bytes = max_bytes
         self.abandoned = 0
 
     @staticmethod
@@ -44,8 +60,13 @@ class Reassembler:
         """True when a message is one chunk of a larger payload."""
         return bool(hdrs) and headers.CHUNK in (hdrs or {})
 
-    def add(self, hdrs: Mapping[str, str], data: bytes) -> tuple[str, bytes] | None:
+    def add(
+        self, hdrs: Mapping[str, str], data: bytes, *, owner: str = ""
+    ) -> tuple[str, bytes] | None:
         """Add one chunk; return (message id, whole payload) when it was the missing one.
+
+        A chunk whose index is already held is ignored (the first copy is kept). Adding may
+        give up older incomplete payloads, this one included (see the class docstring).
 
         Raises:
             IntegrityError: the reassembled payload's sha256 differs from the sent one.
@@ -54,21 +75,25 @@ class Reassembler:
                 exceed `max_bytes` (it is forgotten).
 
         """
-        whole_id, index, count, digest = _chunk_headers(hdrs)
+        whole_id, index, count, digest = chunk_headers(hdrs)
         partial = self._partials.get(whole_id)
         if partial is None:
-            partial = _Partial(count=count, digest=digest)
+            partial = _Partial(owner=owner, count=count, digest=digest)
             self._partials[whole_id] = partial
         if (count, digest) != (partial.count, partial.digest):
             raise MalformedChunk(f"chunk {index}/{count} of {whole_id} disagrees with its siblings")
-        partial.parts[index] = data
-        if partial.size > self._max_bytes:  # alone: _trim keeps the newest partial
-            del self._partials[whole_id]
-            raise MalformedChunk(f"payload {whole_id} is larger than {self._max_bytes} bytes")
-        self._trim()
+        if index not in partial.parts:
+            partial.parts[index] = data
+            partial.size += len(data)
+            self._bytes += len(data)
+            self._owner_bytes[partial.owner] = self._owner_bytes.get(partial.owner, 0) + len(data)
+        if partial.size > self.max_bytes:
+            self.discard(whole_id)
+            raise MalformedChunk(f"payload {whole_id} is larger than {self.max_bytes} bytes")
         if len(partial.parts) < partial.count:
+            self._trim(partial.owner)
             return None
-        del self._partials[whole_id]
+        self.discard(whole_id)
         payload = b"".join(partial.parts[i] for i in range(partial.count))
         actual = hashlib.sha256(payload).hexdigest()
         if actual != partial.digest:
@@ -77,17 +102,29 @@ class Reassembler:
 
     def discard(self, whole_id: str) -> None:
         """Forget a payload's chunks (its receiver gave up on it); nothing if unknown."""
-        self._partials.pop(whole_id, None)
+        partial = self._partials.pop(whole_id, None)
+        if partial is None:
+            return
+        self._bytes -= partial.size
+        left = self._owner_bytes.pop(partial.owner, 0) - partial.size
+        if left:
+            self._owner_bytes[partial.owner] = left
 
-    def _trim(self) -> None:
-        while len(self._partials) > 1 and sum(p.size for p in self._partials.values()) > (
-            self._max_bytes
-        ):
-            self._partials.popitem(last=False)
+    def holding(self, owner: str = "") -> int:
+        """Bytes of incomplete payloads `owner` holds now."""
+        return self._owner_bytes.get(owner, 0)
+
+    def _trim(self, adder: str) -> None:
+        while len(self._partials) > 1 and self._bytes > self.max_bytes:
+            owner = max(self._owner_bytes, key=lambda o: (self._owner_bytes[o], o == adder))
+            whole_id = next(w for w, p in self._partials.items() if p.owner == owner)
+            self.discard(whole_id)
             self.abandoned += 1
+            if self._on_abandon is not None:
+                self._on_abandon(whole_id, owner)
 
 
-def _chunk_headers(hdrs: Mapping[str, str]) -> tuple[str, int, int, str]:
+def chunk_headers(hdrs: Mapping[str, str]) -> tuple[str, int, int, str]:
     """(whole id, index, count, sha256) of a chunk, checked: headers come from the network."""
     whole_id = hdrs.get(headers.CHUNK_OF, "")
     digest = hdrs.get(headers.SHA256, "")

@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 
 from bus.lifecycle import raise_if_cancelled
 from cloud_bridge import headers
-from cloud_bridge.chunks import Reassembler
+from cloud_bridge.chunks import Reassembler, chunk_headers
 from cloud_bridge.dead_letters import CloudDeadLetters
 from cloud_bridge.dedupe import EdgeSequenceTracker
 from cloud_bridge.errors import NATS_ERRORS, IntegrityError, MalformedChunk, log_nats_error
@@ -157,6 +157,15 @@ class CloudConsumer:
     sha256, or their edge has more than `MAX_PENDING_PER_EDGE` chunked payloads pending.
     Chunks are reassembled per edge: one edge cannot complete or spoil another's payload.
 
+    Half-received chunked payloads are held (their messages unacknowledged) within
+    `max_chunk_bytes` in all; past it the edge holding the most gives up its own oldest one
+    (`cloud_bridge.chunks.Reassembler`), so one edge's flood never evicts another edge's
+    payload while it holds more than that edge. A payload given up for any reason is
+    dead-lettered once and its held messages acknowledged. Held messages are kept one per chunk
+    index: a redelivery (same stream sequence) replaces its earlier delivery, and a copy sent
+    again under a new stream sequence is acknowledged at once, so they stay within the same
+    limits as the chunks themselves.
+
     Args:
         hub_url: the hub's client URL.
         durable: consumer name.
@@ -164,6 +173,7 @@ class CloudConsumer:
         stream: the uplink stream's settings (it is created on entry).
         batch: messages fetched at once.
         service: the name its dead letters are published under (default: `durable`).
+        max_chunk_bytes: the most bytes of half-received chunked payloads held, all edges.
 
     """
 
@@ -178,6 +188,7 @@ class CloudConsumer:
         user: str | None = None,
         password: str | None = None,
         service: str | None = None,
+        max_chunk_bytes: int = 256 << 20,
     ) -> None:
         self._hub_url = hub_url
         self._durable = durable
@@ -188,8 +199,11 @@ class CloudConsumer:
         self._password = password
         self._nc: NatsClient | None = None
         self._kv: KeyValue | None = None
-        self._chunks = Reassembler()
-        self._held: dict[str, list[Msg]] = {}
+        self._chunks = Reassembler(
+            max_bytes=max_chunk_bytes, on_abandon=lambda w, edge: self._abandoned.append((w, edge))
+        )
+        self._abandoned: list[tuple[str, str]] = []  # (whole id, edge) the budget gave up
+        self._held: dict[str, dict[int, Msg]] = {}  # whole id -> chunk index -> its message
         self._pending: dict[str, list[str]] = {}  # edge -> its incomplete payloads, oldest first
         self.dead_letters = CloudDeadLetters(service or durable, lambda: self._nc)
         self.tracker = EdgeSequenceTracker()
@@ -296,7 +310,7 @@ class CloudConsumer:
         payload = msg.data
         message_id = hdrs.get(headers.MSG_ID, "")
         if Reassembler.is_chunk(hdrs):
-            whole = await self._add_chunk(msg, hdrs, edge, key, done)
+            whole = await self._add_chunk(msg, hdrs, edge, done)
             if whole is None:
                 return None
             message_id, payload = whole
@@ -316,46 +330,78 @@ class CloudConsumer:
         )
 
     async def _add_chunk(
-        self, msg: Msg, hdrs: dict[str, str], edge: str, key: str, done: list[Msg]
+        self, msg: Msg, hdrs: dict[str, str], edge: str, done: list[Msg]
     ) -> tuple[str, bytes] | None:
         """Add one chunk, reassembled in the edge's own namespace; the whole when complete."""
         sent_id = hdrs.get(headers.CHUNK_OF, "")
         whole_id = f"{edge}/{sent_id}"  # an edge can neither finish nor spoil another's payload
         if sent_id:
             hdrs[headers.CHUNK_OF] = whole_id
-        pending = self._pending.setdefault(edge, [])
-        if whole_id not in pending:
-            pending.append(whole_id)
-        self._held.setdefault(whole_id, []).append(msg)
         try:
-            whole = self._chunks.add(hdrs, msg.data)
+            index = chunk_headers(hdrs)[1]
+        except MalformedChunk as exc:
+            await self.dead_letters(msg.subject, msg.data, str(exc))
+            done.append(msg)
+            return None
+        if not self._hold(whole_id, index, msg, edge, done):
+            return None
+        try:
+            whole = self._chunks.add(hdrs, msg.data, owner=edge)
         except (IntegrityError, MalformedChunk) as exc:
             await self.dead_letters(msg.subject, msg.data, str(exc))
-            self._give_up(whole_id, key, edge, done)
-            return None
+            self._give_up(whole_id, edge, done)
+            whole = None
+        budget = f"the {self._chunks.max_bytes}-byte chunk budget is full, {{}} holds the most"
+        for given_up, owner in self._abandoned:
+            await self._dead_letter_held(given_up, budget.format(owner))
+            self._give_up(given_up, owner, done)
+        self._abandoned.clear()
         if whole is not None:
-            self._give_up(whole_id, key, edge, done)
+            self._give_up(whole_id, edge, done)
             return sent_id, whole[1]
+        pending = self._pending.get(edge, [])
         while len(pending) > MAX_PENDING_PER_EDGE:
             oldest = pending[0]
             reason = f"more than {MAX_PENDING_PER_EDGE} chunked payloads pending from {edge}"
-            await self.dead_letters(msg.subject, b"", f"{oldest} given up: {reason}")
-            self._give_up(oldest, key, edge, done)
+            await self._dead_letter_held(oldest, reason)
+            self._give_up(oldest, edge, done)
         return None
 
-    def _give_up(self, whole_id: str, key: str, edge: str, done: list[Msg]) -> None:
+    def _hold(self, whole_id: str, index: int, msg: Msg, edge: str, done: list[Msg]) -> bool:
+        """Keep a chunk's message until its payload is done; False when its index was held."""
+        held = self._held.setdefault(whole_id, {})
+        prior = held.get(index)
+        if prior is None:
+            pending = self._pending.setdefault(edge, [])
+            if whole_id not in pending:
+                pending.append(whole_id)
+        elif prior.metadata.sequence.stream == msg.metadata.sequence.stream:
+            held[index] = msg  # redelivered after ack_wait: the newer delivery replaces it
+            return False
+        else:
+            done.append(msg)  # the same chunk sent again: acked now, the first copy is kept
+            return False
+        held[index] = msg
+        return True
+
+    async def _dead_letter_held(self, whole_id: str, why: str) -> None:
+        """Report once that a half-received payload was given up, and why."""
+        held = self._held.get(whole_id, {})
+        subject = next(iter(held.values())).subject if held else ""
+        await self.dead_letters(subject, b"", f"{whole_id} given up: {why}")
+
+    def _give_up(self, whole_id: str, edge: str, done: list[Msg]) -> None:
         """Forget a payload (complete or refused) and let its chunks be acknowledged."""
         self._chunks.discard(whole_id)
         with contextlib.suppress(ValueError):
             self._pending.get(edge, []).remove(whole_id)
-        self._release(whole_id, key, done)
-
-    def _release(self, whole_id: str, key: str, done: list[Msg]) -> None:
-        for held in self._held.pop(whole_id, []):
+        for held in self._held.pop(whole_id, {}).values():
+            hdrs = dict(held.headers or {})
             with contextlib.suppress(_Refused):  # checked when it arrived
-                epoch, seq = _position(dict(held.headers or {}))
+                sender, traffic_class = _origin(held.subject, hdrs)  # its own class's tracker
+                epoch, seq = _position(hdrs)
                 if seq:
-                    self.tracker.record(key, seq, epoch)
+                    self.tracker.record(f"{sender}.{traffic_class.value}", seq, epoch)
             done.append(held)
 
     async def _commit(self, done: list[Msg]) -> None:
