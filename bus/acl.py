@@ -355,7 +355,7 @@ def model_updater_rules(*, service: str = "models") -> list[AclRule]:
     return [
         *service_rules(service),
         *_read(topics.model_update_filter(), topics.model_command_filter()),
-        *_write(topics.model_status_filter()),
+        *_write(topics.model_status_filter(), f"{topics.ROOT}/infer/replies/+"),  # command answers
     ]
 
 

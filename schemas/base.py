@@ -14,6 +14,11 @@ _FORBIDDEN_IN_NAMES = frozenset("/+#.*> \t\r\n")
 MAX_NAME_LENGTH = 128
 
 
+RESERVED_NAMES = frozenset({"replies"})
+"""A device or model named so would make ``ef/{area}/replies/...`` (where services may answer)
+also one of its control topics."""
+
+
 def check_name(value: str) -> str:
     """Reject names that would break a topic or subject built from them.
 
@@ -27,6 +32,8 @@ def check_name(value: str) -> str:
         raise InvalidName(value, f"is longer than {MAX_NAME_LENGTH} characters")
     if value.startswith("$"):
         raise InvalidName(value, "starts with '$', reserved for broker topics")
+    if value in RESERVED_NAMES:
+        raise InvalidName(value, "is reserved: it names the replies level of edgefabric topics")
     bad = sorted(
         {ch for ch in value if ch in _FORBIDDEN_IN_NAMES or ord(ch) < 32 or ord(ch) == 127}
     )

@@ -106,3 +106,10 @@ def test_a_message_of_another_schema_version_is_refused_with_a_clear_reason() ->
     )
     with pytest.raises(SchemaError, match="schema_version 2 is not spoken here"):
         decode(Reading, payload)
+
+
+def test_replies_is_not_a_name() -> None:
+    """A device "replies" would make its desired-set topic look like a replies topic."""
+    with pytest.raises(InvalidName, match="reserved"):
+        check_name("replies")
+    assert topics.reply_topic_refusal("ef/twin/replies/app") is None
