@@ -26,9 +26,8 @@ from cloud_bridge.dead_letters import CloudDeadLetters
 from cloud_bridge.dedupe import EdgeSequenceTracker
 from cloud_bridge.errors import NATS_ERRORS, IntegrityError, MalformedChunk, log_nats_error
 from cloud_bridge.settings import CLOUD_STREAM, CloudStreamSettings
+from cloud_bridge.uplink_origin import UplinkRefused, kv_key, origin, position, tracker_key
 from schemas import topics
-from schemas.base import check_name
-from schemas.errors import InvalidName
 from schemas.topics import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -64,78 +63,9 @@ class UplinkMessage:
     message_id: str
 
 
-_POSITION = re.compile(r"(?:([0-9]{1,20})\.)?([0-9]{1,20})")  # [epoch.]seq: ASCII, up to 2**64
 MAX_PENDING_PER_EDGE = 16
 """Chunked payloads one edge may have half-delivered at once (the bridge sends one per class at
 a time); past it the edge's oldest is given up, so one edge cannot hold the consumer's memory."""
-
-
-_KV_SAFE = re.compile(r"[-/_=.a-zA-Z0-9]+")  # what a JetStream KV key may hold
-_KV_ENCODED = "_x."
-
-
-def _kv_key(key: str) -> str:
-    """The KV key of a tracker key; hex-encoded when it is not KV-safe.
-
-    Edge names may be any `schemas.base.Name` (``ünïcødé``), which KV refuses: the put failed,
-    the batch was never acknowledged, and one such edge wedged the consumer for every edge.
-    A tracker key always ends in a class name, which is never all hex, so no clash.
-    """
-    return key if _KV_SAFE.fullmatch(key) else _KV_ENCODED + key.encode().hex()
-
-
-def _tracker_key(kv_key: str) -> str:
-    """Inverse of `_kv_key`."""
-    if kv_key.startswith(_KV_ENCODED):
-        with contextlib.suppress(ValueError):
-            return bytes.fromhex(kv_key[len(_KV_ENCODED) :]).decode()
-    return kv_key
-
-
-class _Refused(ValueError):
-    """An uplink message no cloud service can accept (reported as a dead letter)."""
-
-
-def _position(hdrs: dict[str, str]) -> tuple[int, int]:
-    """(epoch, sequence) of ``Ef-Edge-Seq``; (0, 0) when absent.
-
-    Raises:
-        _Refused: the header is not ``[epoch.]seq`` in ASCII digits (at most 20 digits each: an edge
-            must not be able to make the tracker hold a number of any size).
-
-    """
-    text = hdrs.get(headers.EDGE_SEQ)
-    if text is None:
-        return 0, 0
-    match = _POSITION.fullmatch(text)
-    if match is None:
-        raise _Refused(f"{headers.EDGE_SEQ} {text[:40]!r} is not [epoch.]sequence")
-    return int(match.group(1) or 0), int(match.group(2))
-
-
-def _origin(subject: str, hdrs: dict[str, str]) -> tuple[str, TrafficClass]:
-    """The sending edge and traffic class, read from the subject, not from a header.
-
-    The hub's permissions confine an edge to its own ``ef.up.{edge}.>``, so the subject says
-    who sent a message; the ``Ef-Edge`` header is only the sender's claim.
-
-    Raises:
-        _Refused: too few tokens, an invalid edge token, an unknown class, or an ``Ef-Edge``
-            header naming another edge (a spoof: it would poison that edge's dedupe state).
-
-    """
-    parts = subject.split(".")
-    if len(parts) < 5:  # ef.up.{edge}.{class}.{topic...}
-        raise _Refused("too few subject tokens for ef.up.{edge}.{class}.{...}")
-    try:
-        edge = check_name(parts[2])
-        traffic_class = TrafficClass(parts[3])
-    except (InvalidName, ValueError) as exc:
-        raise _Refused(f"not an uplink subject: {exc}") from exc
-    claimed = hdrs.get(headers.EDGE)
-    if claimed is not None and claimed != edge:
-        raise _Refused(f"{headers.EDGE} {claimed[:140]!r} is not the subject's edge {edge!r}")
-    return edge, traffic_class
 
 
 class CloudConsumer:
@@ -234,7 +164,7 @@ class CloudConsumer:
                 for key in await self._kv.keys():
                     entry = await self._kv.get(key)
                     if entry.value:
-                        self.tracker.load(_tracker_key(key), entry.value)
+                        self.tracker.load(tracker_key(key), entry.value)
         except BaseException:
             await self._nc.close()
             raise
@@ -296,9 +226,9 @@ class CloudConsumer:
         """Check, dedupe and reassemble one stream message; `done` collects what may be acked."""
         hdrs = dict(msg.headers or {})
         try:
-            edge, traffic_class = _origin(msg.subject, hdrs)
-            epoch, seq = _position(hdrs)
-        except _Refused as exc:
+            edge, traffic_class = origin(msg.subject, hdrs)
+            epoch, seq = position(hdrs)
+        except UplinkRefused as exc:
             await self.dead_letters(msg.subject, msg.data, str(exc))
             done.append(msg)
             return None
@@ -397,9 +327,9 @@ class CloudConsumer:
             self._pending.get(edge, []).remove(whole_id)
         for held in self._held.pop(whole_id, {}).values():
             hdrs = dict(held.headers or {})
-            with contextlib.suppress(_Refused):  # checked when it arrived
-                sender, traffic_class = _origin(held.subject, hdrs)  # its own class's tracker
-                epoch, seq = _position(hdrs)
+            with contextlib.suppress(UplinkRefused):  # checked when it arrived
+                sender, traffic_class = origin(held.subject, hdrs)  # its own class's tracker
+                epoch, seq = position(hdrs)
                 if seq:
                     self.tracker.record(f"{sender}.{traffic_class.value}", seq, epoch)
             done.append(held)
@@ -410,7 +340,7 @@ class CloudConsumer:
         assert kv is not None
         for key in sorted(self.tracker.dirty):
             try:
-                await kv.put(_kv_key(key), self.tracker.dump(key))
+                await kv.put(kv_key(key), self.tracker.dump(key))
             except NATS_ERRORS as exc:
                 # Not acked: redelivered later, and dropped then by the in-memory tracker.
                 log.debug("dedupe state not persisted: %s", exc)

@@ -35,6 +35,7 @@ from cloud_bridge.cloud_consumer import MAX_PENDING_PER_EDGE, CloudConsumer
 from cloud_bridge.dead_letters import CloudDeadLetters
 from cloud_bridge.ingest import split
 from cloud_bridge.settings import CLOUD_STREAM
+from cloud_bridge.uplink_origin import position
 from pipelines.cloud_inference import SERVICE as SERVICE_INFER
 from pipelines.cloud_inference import CloudInferenceService, CloudInferReply
 from pipelines.digits import bundled_models
@@ -221,12 +222,11 @@ async def test_cloud_consumer_dead_letters_hostile_uplink_messages_and_keeps_val
 
 def test_every_drawn_sequence_is_refused_by_the_consumer_rule() -> None:
     """The generator only yields values the consumer must refuse (else the count is off)."""
-    from cloud_bridge.cloud_consumer import _position  # noqa: PLC0415 - private rule under test
 
     for value in _garbage_sequences():
         with pytest.raises(ValueError, match="Ef-Edge-Seq"):
-            _position({headers.EDGE_SEQ: value})
-    assert _position({headers.EDGE_SEQ: "3.17"}) == (3, 17)
+            position({headers.EDGE_SEQ: value})
+    assert position({headers.EDGE_SEQ: "3.17"}) == (3, 17)
 
 
 # ---- cloud inference ----------------------------------------------------------------------
