@@ -27,7 +27,7 @@ from bus.errors import NotConnected
 from bus.lifecycle import raise_if_cancelled
 from bus.mqtt import MqttClient
 from cloud_bridge import headers
-from cloud_bridge.chunks import Reassembler
+from cloud_bridge.chunks import Reassembler, chunk_headers
 from cloud_bridge.errors import NATS_ERRORS, BridgeError, IntegrityError, MalformedChunk
 from cloud_bridge.ingest import split
 from cloud_bridge.settings import DOWNLINK_STREAM, BridgeSettings
@@ -200,8 +200,9 @@ class EdgeDownlink:
         self._settings = settings
         self._bus = bus
         self._nc = nc
-        self._chunks = Reassembler()
-        self._held: dict[str, list[Msg]] = {}
+        self._chunks = Reassembler(on_abandon=self._abandoned)
+        # Held chunk messages, one per chunk index: a redelivery replaces, never appends.
+        self._held: dict[str, dict[int, Msg]] = {}
         self._psub: object | None = None
         self.delivered = 0
         self.rejected = 0
@@ -254,19 +255,20 @@ class EdgeDownlink:
         held = [msg]
         if Reassembler.is_chunk(hdrs):
             whole_id = hdrs.get(headers.CHUNK_OF, "")
-            self._held.setdefault(whole_id, []).append(msg)
             try:
+                _, index, _, _ = chunk_headers(hdrs)
+                self._held.setdefault(whole_id, {})[index] = msg
                 done = self._chunks.add(hdrs, msg.data)
             except (IntegrityError, MalformedChunk) as exc:
                 # Acked and dead-lettered: a poison message must not come back forever.
                 await self._dead_letter(msg.subject, msg.data, str(exc))
-                for m in self._held.pop(whole_id, []):
+                for m in [msg, *self._held.pop(whole_id, {}).values()]:
                     await _ack(m)
                 return
             if done is None:
                 return
             payload = done[1]
-            held = self._held.pop(whole_id, [])
+            held = list(self._held.pop(whole_id, {}).values())
         try:
             topic, retain = local_topic(msg.subject)
         except InvalidName as exc:
@@ -279,6 +281,14 @@ class EdgeDownlink:
             self.delivered += 1
         for m in held:
             await _ack(m)
+
+    def _abandoned(self, whole_id: str, owner: str) -> None:
+        """Forget the messages of a partial payload the budget gave up.
+
+        They stay unacked, so JetStream redelivers them after `ack_wait` and the payload is
+        assembled again: the downlink comes from the cloud, which is trusted to send it whole.
+        """
+        self._held.pop(whole_id, None)
 
     async def _dead_letter(self, subject: str, payload: bytes, reason: str) -> None:
         """Report a downlink message that cannot be delivered on ``ef/dead-letter/bridge``."""

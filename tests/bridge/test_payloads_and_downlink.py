@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NatsClient
 
 from bus.mqtt import MqttClient
-from cloud_bridge.downlink import MODEL, CloudPublisher
+from cloud_bridge import headers
+from cloud_bridge.downlink import MODEL, CloudPublisher, EdgeDownlink
+from cloud_bridge.ingest import split
+from cloud_bridge.settings import BridgeSettings
 from schemas import topics
 from schemas.topics import TrafficClass
 from tests.bridge.conftest import Rig
@@ -92,3 +98,36 @@ async def test_twin_errors_and_documents_reach_the_cloud_as_twin_traffic(rig: Ri
         await wait_for(lambda: len(cloud.got) >= 2, timeout=30, what="twin traffic forwarded")
     assert {m.topic: m.payload for m in cloud.got} == sent
     assert {m.traffic_class for m in cloud.got} == {TrafficClass.TWIN}
+
+
+@dataclass
+class _FakeMsg:
+    """What `EdgeDownlink` reads of a JetStream message (the broker is not reached here)."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    acked: int = 0
+
+    async def ack(self) -> None:
+        self.acked += 1
+
+
+async def test_the_downlink_holds_one_message_per_chunk_and_forgets_abandoned_payloads() -> None:
+    """A JetStream redelivery replaces the held message instead of piling up; a payload the
+    budget gives up leaves nothing held (its messages stay unacked and come back later)."""
+    downlink = EdgeDownlink(
+        BridgeSettings(edge_id="e", leaf_url="nats://127.0.0.1:1"),
+        bus=MqttClient("mqtt://127.0.0.1:1", client_id="unused"),
+        nc=NatsClient,
+    )
+    subject = topics.downlink("e", MODEL, "m")
+    parts = list(split(subject, bytes(5000), {headers.MSG_ID: "w"}, 1024))
+    first = [_FakeMsg(s, d, dict(h)) for s, d, h in parts[:2]]
+    for msg in [*first, *first]:  # the second round is JetStream redelivering
+        await downlink._deliver(msg)  # type: ignore[arg-type]  # noqa: SLF001
+    (held,) = downlink._held.values()  # noqa: SLF001
+    assert len(held) == 2 and not any(m.acked for m in first)
+    whole_id = parts[0][2][headers.CHUNK_OF]
+    downlink._abandoned(whole_id, "")  # what the reassembler's budget calls  # noqa: SLF001
+    assert not downlink._held  # noqa: SLF001
