@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from enum import StrEnum
 from types import TracebackType
@@ -42,6 +42,27 @@ class ServiceTasks:
         created = self._group.create_task(coro, name=f"{self.name}.{task}")
         self._tasks.add(created)
         created.add_done_callback(self._tasks.discard)
+        return created
+
+    async def spawn_ready(
+        self,
+        serve: Callable[[asyncio.Event], Coroutine[Any, Any, Any]],
+        task: str,
+        *,
+        timeout: float = 10.0,
+    ) -> asyncio.Task[Any]:
+        """Run `serve(ready)` as a task and return once it has set `ready`.
+
+        A consumer sets `ready` when its subscription is active, so a service that returns
+        from ``__aenter__`` misses nothing published after that.
+
+        Raises:
+            TimeoutError: `ready` was not set within `timeout` seconds.
+        """
+        ready = asyncio.Event()
+        created = self.spawn(serve(ready), task)
+        async with asyncio.timeout(timeout):
+            await ready.wait()
         return created
 
     async def __aenter__(self) -> Self:

@@ -44,9 +44,7 @@ class Requester:
 
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()
-        ready = asyncio.Event()
-        self._tasks.spawn(self._replies(ready), "replies")
-        await ready.wait()
+        await self._tasks.spawn_ready(self._replies, "replies")
         return self
 
     async def __aexit__(

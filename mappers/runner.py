@@ -85,10 +85,7 @@ class DeviceMapper:
                 if report is not None:
                     self._tasks.spawn(self._report_loop(props, report), f"report[{report}]")
             self._tasks.spawn(self._push_loop(), "push")
-            ready = asyncio.Event()
-            self._tasks.spawn(self._writes.serve(ready), "writes")
-            async with asyncio.timeout(10):
-                await ready.wait()
+            await self._tasks.spawn_ready(self._writes.serve, "writes")
         except BaseException:
             await self.__aexit__(None, None, None)
             raise

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -159,11 +160,11 @@ class ModelUpdater:
 
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()
-        ready = [asyncio.Event(), asyncio.Event()]
-        self._tasks.spawn(self._serve(topics.model_update_filter(), ready[0]), "updates")
-        self._tasks.spawn(self._serve(topics.model_command_filter(), ready[1]), "commands")
-        for event in ready:
-            await event.wait()
+        for task, topic_filter in (
+            ("updates", topics.model_update_filter()),
+            ("commands", topics.model_command_filter()),
+        ):
+            await self._tasks.spawn_ready(functools.partial(self._serve, topic_filter), task)
         for name, slot in self.slots.items():
             await self._status(name, slot, ModelState.ACTIVE)
         return self

@@ -138,9 +138,7 @@ class OffloadService:
 
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()
-        ready = asyncio.Event()
-        self._tasks.spawn(self._serve(ready), "requests")
-        await ready.wait()
+        await self._tasks.spawn_ready(self._serve, "requests")
         return self
 
     async def __aexit__(

@@ -116,10 +116,8 @@ class StreamingPipeline:
 
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()
-        ready = asyncio.Event()
-        self._tasks.spawn(self._consume(ready), "readings")
         self._tasks.spawn(self._infer_loop(), "infer")
-        await ready.wait()
+        await self._tasks.spawn_ready(self._consume, "readings")
         return self
 
     async def __aexit__(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -26,6 +26,18 @@ async def wait_for(
         async with asyncio.timeout(timeout):
             while not predicate():
                 await asyncio.sleep(interval)
+    except TimeoutError:
+        pytest.fail(f"condition not met within {timeout} s: {what or predicate}")
+
+
+async def wait_for_async(
+    predicate: Callable[[], Awaitable[object]], timeout: float = 10.0, what: str = ""
+) -> None:
+    """`wait_for` for a condition that must be asked of a server (an awaitable predicate)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await predicate():
+                await asyncio.sleep(0.05)
     except TimeoutError:
         pytest.fail(f"condition not met within {timeout} s: {what or predicate}")
 

@@ -106,7 +106,6 @@ class TwinService:
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()
         try:
-            ready: list[asyncio.Event] = []
             consumers = {
                 "readings": self._consume_readings,
                 "desired": self._consume_desired,
@@ -117,12 +116,8 @@ class TwinService:
             if self.kubeedge is not None:
                 consumers.update(self.kubeedge.consumers())
             for name, consumer in consumers.items():
-                ready.append(asyncio.Event())
-                self._tasks.spawn(consumer(ready[-1]), name)
+                await self._tasks.spawn_ready(consumer, name, timeout=_START_TIMEOUT_S)
             self._tasks.spawn(self.writes.expire(), "write-timeouts")
-            async with asyncio.timeout(_START_TIMEOUT_S):
-                for event in ready:
-                    await event.wait()
             if self.kubeedge is not None:
                 await self.kubeedge.check_broker()
             await self._resume()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections import defaultdict
 from types import TracebackType
 from typing import Self
@@ -16,6 +14,7 @@ from cloud_bridge.cloud_consumer import CloudConsumer, UplinkMessage
 from cloud_bridge.settings import BridgeSettings, CloudStreamSettings
 from schemas import topics
 from tests.bridge.conftest import Rig
+from tests.chaos.processes import Child, python
 
 DEVICES = 4
 
@@ -84,52 +83,10 @@ def assert_exactly(got: list[UplinkMessage], count: int) -> None:
         assert ns == sorted(ns), f"order broken on {topic}"
 
 
-class BridgeProcess:
+def bridge_process(rig: Rig) -> Child:
     """`python -m cloud_bridge` as a child process, so a test can kill -9 it."""
-
-    def __init__(self, rig: Rig) -> None:
-        self._rig = rig
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        """Start it and wait for its ready line."""
-        rig = self._rig
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cloud_bridge",
-            "--edge-id",
-            rig.edge_id,
-            "--broker",
-            rig.broker_url,
-            "--leaf",
-            rig.leaf.url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        assert self._process.stdout is not None
-        async with asyncio.timeout(20):
-            line = await self._process.stdout.readline()
-        assert line.strip() == b"bridge ready", line
-
-    async def kill9(self) -> None:
-        """SIGKILL: no flush, no goodbye."""
-        process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.kill()
-            await process.wait()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    argv = python(
+        "-m", "cloud_bridge", "--edge-id", rig.edge_id, "--broker", rig.broker_url,
+        "--leaf", rig.leaf.url,
+    )  # fmt: skip
+    return Child("bridge", argv, ready=b"bridge ready")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
-import pytest
 
 from bus.nats_server import HubSpec, LeafSpec, NatsServer
 from bus.ports import free_port
@@ -18,7 +15,7 @@ from cloud_bridge.settings import CloudStreamSettings
 from tests.bridge.conftest import Rig
 from tests.bridge.harness import Collector, assert_exactly, bridge_for, publish_numbered
 from tests.bridge.proxy import BlackHoleProxy
-from tests.support import wait_for
+from tests.support import wait_for, wait_for_async
 
 N = 3000
 
@@ -97,15 +94,3 @@ async def test_leaf_fails_over_when_its_hub_node_is_killed_and_loses_nothing(
             await wait_for(lambda: len(cloud.got) >= N, timeout=90, what="all delivered")
             assert bridge.forwarded == N
         assert_exactly(cloud.got, N)
-
-
-async def wait_for_async(
-    predicate: Callable[[], Awaitable[bool]], timeout: float, what: str
-) -> None:
-    """`tests.support.wait_for` for a condition that must ask a server."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not await predicate():
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        pytest.fail(f"condition not met within {timeout} s: {what}")

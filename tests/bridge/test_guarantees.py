@@ -8,10 +8,10 @@ from cloud_bridge.settings import CLOUD_STREAM
 from schemas.bridge import LinkState
 from tests.bridge.conftest import Rig
 from tests.bridge.harness import (
-    BridgeProcess,
     Collector,
     assert_exactly,
     bridge_for,
+    bridge_process,
     publish_numbered,
 )
 from tests.support import wait_for
@@ -56,7 +56,7 @@ async def test_blackholed_link_is_noticed_and_loses_nothing(rig: Rig) -> None:
 async def test_bridge_kill9_mid_drain_loses_and_duplicates_nothing(rig: Rig) -> None:
     count = 5000
     async with Collector(rig.hub.url) as cloud:
-        process = BridgeProcess(rig)
+        process = bridge_process(rig)
         await process.start()
         await rig.hub.stop()  # build a backlog on the edge
         await publish_numbered(rig.broker_url, 0, count)
@@ -64,7 +64,7 @@ async def test_bridge_kill9_mid_drain_loses_and_duplicates_nothing(rig: Rig) -> 
         await wait_for(lambda: len(cloud.got) > 0, timeout=30, what="drain started")
         await process.kill9()
         assert len(cloud.got) < count
-        async with BridgeProcess(rig):
+        async with bridge_process(rig):
             await wait_for(lambda: len(cloud.got) >= count, timeout=60, what="all delivered")
     assert_exactly(cloud.got, count)
 

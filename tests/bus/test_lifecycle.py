@@ -8,6 +8,7 @@ import contextlib
 import pytest
 
 from bus.lifecycle import ServiceState, ServiceTasks, raise_if_cancelled
+from tests.support import wait_for
 
 
 async def test_leaving_stops_a_task_that_swallows_one_cancellation():
@@ -45,7 +46,7 @@ async def test_a_loop_that_checks_ends_after_a_library_dropped_its_cancellation(
             await library_call()
 
     task = asyncio.create_task(loop())
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: turns >= 3, what="the loop turning")
     task.cancel()
     async with asyncio.timeout(5):
         with pytest.raises(asyncio.CancelledError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import ssl
 import subprocess
 import time
@@ -32,7 +31,7 @@ from bus.security import (
     write_password_file,
 )
 from bus.url import parse_broker_url
-from tests.conftest import require_mosquitto_tool
+from tests.conftest import _wait_port, require_mosquitto_tool
 from tests.security.pki import make_pki
 
 PASSWORDS = {
@@ -93,16 +92,6 @@ class SecureBroker:
 def mosquitto_binary() -> str:
     """Mosquitto's path; skipped locally when missing, a failure in CI."""
     return require_mosquitto_tool()
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on port {port} after {timeout} s")
 
 
 @contextlib.contextmanager

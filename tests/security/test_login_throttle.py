@@ -3,7 +3,6 @@ out, refused without hashing, for a lock-out that doubles per further failure.""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from bus.login_throttle import LoginThrottle, LoginThrottleSettings
 from bus.ports import free_port
 from bus.security import MqttSecuritySettings, PasswordFileAuthPlugin, write_password_file
 from tests.security.brokers import PASSWORDS, login_once
+from tests.support import wait_for_async
 
 LOCKOUT = 0.3
 
@@ -142,9 +142,9 @@ async def throttled_loopback(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
 
 async def _logs_in_eventually(url: str, username: str, timeout: float = 5.0) -> None:
     """Poll single logins (a refused one while locked is not counted) until one succeeds."""
-    async with asyncio.timeout(timeout):
-        while not await login_once(url, username, PASSWORDS[username]):
-            await asyncio.sleep(0.05)
+    await wait_for_async(
+        lambda: login_once(url, username, PASSWORDS[username]), timeout, f"{username} logs in"
+    )
 
 
 def _plugin(broker: EmbeddedBroker) -> PasswordFileAuthPlugin:
