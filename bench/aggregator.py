@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from aggregator.coordinator import Coordinator
 from aggregator.edge_trainer import Behaviour, EdgeTrainer
+from aggregator.hub_job import hub_job
 from aggregator.job import JobConfig
 from aggregator.strategies import ClientUpdate, FedAvg, Weights
 from aggregator.trainer import (
@@ -42,8 +43,7 @@ from aggregator.trainer import (
     local_train,
     model_bytes,
 )
-from aggregator.transport import NatsCloudTransport, NatsEdgeLink
-from bus.lifecycle import ServiceTasks
+from aggregator.transport import NatsEdgeLink
 from bus.nats_server import HubSpec, NatsServer
 from bus.ports import free_port
 from pipelines.digits import DigitsSplit, load_digits_split
@@ -93,17 +93,13 @@ async def run_job(
                     seed=i,
                 )
             )
-        tasks = await stack.enter_async_context(ServiceTasks("bench-edges"))
-        for trainer in trainers:
-            tasks.spawn(trainer.run(), trainer.edge)
-        transport = await stack.enter_async_context(NatsCloudTransport(url, config.job))
         coordinator = await stack.enter_async_context(
-            Coordinator(
+            hub_job(
+                url,
                 config,
-                transport,
+                trainers,
                 initial=init_weights(config.hidden, 0),
                 evaluate=lambda w: accuracy(w, split.x_test, split.y_test),
-                dead_letters=transport.dead_letters,
             )
         )
         started = time.perf_counter()

@@ -12,7 +12,6 @@ from typing import TextIO
 
 import numpy as np
 
-from bus.lifecycle import ServiceTasks
 from bus.mqtt import MqttClient
 from cloud_bridge.downlink import MODEL, CloudPublisher
 from edgefabric.cloud import Cloud
@@ -135,15 +134,11 @@ async def federated_act(
     weights travel, as binary frames, and the cloud aggregates them with FedAvg. The cloud
     signs every global with a key made for the demo; every site trusts only that key.
     """
-    from aggregator.coordinator import Coordinator  # noqa: PLC0415 - the cloud side only
-    from aggregator.edge_trainer import EdgeTrainer  # noqa: PLC0415
+    from aggregator.edge_trainer import EdgeTrainer  # noqa: PLC0415 - the cloud side only
+    from aggregator.hub_job import hub_job  # noqa: PLC0415
     from aggregator.job import JobConfig  # noqa: PLC0415
     from aggregator.trainer import accuracy, dirichlet_split, init_weights  # noqa: PLC0415
-    from aggregator.transport import (  # noqa: PLC0415
-        MqttEdgeLink,
-        NatsCloudTransport,
-        NatsEdgeLink,
-    )
+    from aggregator.transport import MqttEdgeLink, NatsEdgeLink  # noqa: PLC0415
     from schemas.signing import TrustedKeys, generate_signing_key  # noqa: PLC0415
 
     split = load_digits_split()
@@ -178,17 +173,13 @@ async def federated_act(
                     trusted=trusted,
                 )
             )
-        tasks = await stack.enter_async_context(ServiceTasks("demo.fl-sites"))
-        for trainer in trainers:
-            tasks.spawn(trainer.run(), trainer.edge)
-        transport = await stack.enter_async_context(NatsCloudTransport(hub_url, config.job))
         coordinator = await stack.enter_async_context(
-            Coordinator(
+            hub_job(
+                hub_url,
                 config,
-                transport,
+                trainers,
                 initial=init_weights(0, 0),
                 evaluate=lambda w: accuracy(w, split.x_test, split.y_test),
-                dead_letters=transport.dead_letters,
                 signing_key=signing_key,
             )
         )
