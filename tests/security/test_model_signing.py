@@ -32,41 +32,43 @@ def _signed(name: str = "anomaly", version: str = "3", data: bytes = MODEL) -> s
     return sign_model_update(name=name, version=version, sha256=sha256_hex(data), private_key=CLOUD)
 
 
-def test_model_signed_by_the_cloud_verifies() -> None:
+SIGNED = _signed()
+
+
+def _verify(
+    *,
+    name: str = "anomaly",
+    version: str = "3",
+    sha256: str | None = None,
+    signature: str | None = SIGNED,
+    trusted: TrustedKeys = TRUSTED,
+    model_bytes: bytes = MODEL,
+) -> None:
+    """`verify_model_update` of the module's model, signed by the cloud, unless overridden."""
     verify_model_update(
-        name="anomaly",
-        version="3",
-        sha256=sha256_hex(MODEL),
-        signature=_signed(),
-        trusted=TRUSTED,
-        model_bytes=MODEL,
+        name=name,
+        version=version,
+        sha256=sha256 or sha256_hex(MODEL),
+        signature=signature,
+        trusted=trusted,
+        model_bytes=model_bytes,
     )
+
+
+def test_model_signed_by_the_cloud_verifies() -> None:
+    _verify()
 
 
 @pytest.mark.parametrize("signature", [None, ""])
 def test_unsigned_model_is_refused(signature: str | None) -> None:
     with pytest.raises(UnsignedModel, match="unsigned"):
-        verify_model_update(
-            name="anomaly",
-            version="3",
-            sha256=sha256_hex(MODEL),
-            signature=signature,
-            trusted=TRUSTED,
-            model_bytes=MODEL,
-        )
+        _verify(signature=signature)
 
 
 def test_tampered_model_bytes_are_refused() -> None:
     tampered = MODEL[:-1] + b"\x00"
     with pytest.raises(ModelDigestMismatch) as caught:
-        verify_model_update(
-            name="anomaly",
-            version="3",
-            sha256=sha256_hex(MODEL),
-            signature=_signed(),
-            trusted=TRUSTED,
-            model_bytes=tampered,
-        )
+        _verify(model_bytes=tampered)
     assert caught.value.name == "anomaly"
     assert "hash to" in caught.value.reason
 
@@ -76,28 +78,14 @@ def test_tampered_model_bytes_are_refused() -> None:
 )
 def test_signature_cannot_be_replayed_for_another_name_or_version(name: str, version: str) -> None:
     with pytest.raises(BadModelSignature):
-        verify_model_update(
-            name=name,
-            version=version,
-            sha256=sha256_hex(MODEL),
-            signature=_signed(),
-            trusted=TRUSTED,
-            model_bytes=MODEL,
-        )
+        _verify(name=name, version=version)
 
 
 def test_swapping_model_and_digest_together_is_refused() -> None:
     """An attacker who replaces the bytes and recomputes the digest still lacks the key."""
     evil = b"evil" * 100
     with pytest.raises(BadModelSignature):
-        verify_model_update(
-            name="anomaly",
-            version="3",
-            sha256=sha256_hex(evil),
-            signature=_signed(),
-            trusted=TRUSTED,
-            model_bytes=evil,
-        )
+        _verify(sha256=sha256_hex(evil), model_bytes=evil)
 
 
 def test_model_signed_by_an_untrusted_key_is_refused() -> None:
@@ -106,14 +94,7 @@ def test_model_signed_by_an_untrusted_key_is_refused() -> None:
         name="anomaly", version="3", sha256=sha256_hex(MODEL), private_key=rogue
     )
     with pytest.raises(UntrustedSigningKey):
-        verify_model_update(
-            name="anomaly",
-            version="3",
-            sha256=sha256_hex(MODEL),
-            signature=signature,
-            trusted=TRUSTED,
-            model_bytes=MODEL,
-        )
+        _verify(signature=signature)
 
 
 def test_rotated_keys_are_both_trusted_during_rotation() -> None:
@@ -123,28 +104,14 @@ def test_rotated_keys_are_both_trusted_during_rotation() -> None:
         signature = sign_model_update(
             name="anomaly", version="4", sha256=sha256_hex(MODEL), private_key=key
         )
-        verify_model_update(
-            name="anomaly",
-            version="4",
-            sha256=sha256_hex(MODEL),
-            signature=signature,
-            trusted=both,
-            model_bytes=MODEL,
-        )
+        _verify(version="4", signature=signature, trusted=both)
 
 
 @settings(max_examples=30, deadline=None)
 @given(signature=st.text(max_size=200))
 def test_garbage_signatures_are_refused_with_a_typed_error(signature: str) -> None:
     with pytest.raises((UnsignedModel, UntrustedSigningKey, BadModelSignature)):
-        verify_model_update(
-            name="anomaly",
-            version="3",
-            sha256=sha256_hex(MODEL),
-            signature=signature,
-            trusted=TRUSTED,
-            model_bytes=MODEL,
-        )
+        _verify(signature=signature)
 
 
 @settings(max_examples=30, deadline=None)
@@ -153,14 +120,7 @@ def test_any_single_bit_flip_in_the_model_is_detected(position: int, bit: int) -
     flipped = bytearray(MODEL)
     flipped[position] ^= 1 << bit
     with pytest.raises(ModelDigestMismatch):
-        verify_model_update(
-            name="anomaly",
-            version="3",
-            sha256=sha256_hex(MODEL),
-            signature=_signed(),
-            trusted=TRUSTED,
-            model_bytes=bytes(flipped),
-        )
+        _verify(model_bytes=bytes(flipped))
 
 
 def test_cli_generates_signs_and_verifies(
