@@ -133,6 +133,10 @@ def _configs(root: Path, plc_port: int, mill_url: str) -> tuple[CloudConfig, Edg
     return CloudConfig(data_dir=root / "cloud", hub=hub), edge
 
 
+_CATCH_UP_S = 5.0
+"""How long the demo waits at its end for results still on their way to the cloud."""
+
+
 async def _after(delay: float, act: Callable[[], Awaitable[None]]) -> None:
     await asyncio.sleep(delay)
     await act()
@@ -195,38 +199,71 @@ async def _run_acts(
 ) -> None:
     started = time.monotonic()
     fits = duration is None or duration >= 12
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(duration), asyncio.TaskGroup() as group:
-            group.create_task(watch_bus(bus, counts), name="demo.watch-bus")
-            group.create_task(watch_cloud(cloud, counts), name="demo.watch-cloud")
-            group.create_task(live_view(edge, counts, out, started), name="demo.view")
-            group.create_task(
-                _after(2, lambda: twin_write_act(bus, counts, out)), name="demo.act.twin"
-            )
-            group.create_task(
-                _after(3, lambda: joint_inference_act(bus, counts, out)), name="demo.act.joint"
-            )
-            group.create_task(
-                _after(2.5, lambda: hostile_input_act(bus, counts, out)), name="demo.act.hostile"
-            )
-            if fits:
-                group.create_task(
-                    _after(
-                        3.5,
-                        lambda: federated_act(cloud, bus, counts, out, edge_id=EDGE_ID),
-                    ),
-                    name="demo.act.federated",
+    async with asyncio.TaskGroup() as watchers:
+        cloud_side = watchers.create_task(watch_cloud(cloud, counts), name="demo.watch-cloud")
+        edge_side = watchers.create_task(watch_bus(bus, counts), name="demo.watch-bus")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(duration), asyncio.TaskGroup() as group:
+                _start_acts(
+                    group,
+                    cloud=cloud,
+                    edge=edge,
+                    bus=bus,
+                    counts=counts,
+                    out=out,
+                    started=started,
+                    fits=fits,
+                    signing_key=signing_key,
                 )
-                group.create_task(
-                    _after(
-                        5,
-                        lambda: model_update_act(
-                            cloud, bus, counts, out, edge_id=EDGE_ID, signing_key=signing_key
-                        ),
-                    ),
-                    name="demo.act.model-update",
-                )
-                group.create_task(
-                    _after(8, lambda: outage_act(cloud, counts, out, seconds=4)),
-                    name="demo.act.outage",
-                )
+        # Results published just before the end are still on their way up: count the edge's
+        # results as of now, and give the cloud a bounded moment to receive them.
+        edge_side.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CATCH_UP_S):
+                while not counts.results_ids_edge <= counts.results_ids_cloud:
+                    counts.cloud_received.clear()
+                    await counts.cloud_received.wait()
+        cloud_side.cancel()
+
+
+def _start_acts(
+    group: asyncio.TaskGroup,
+    *,
+    cloud: Cloud,
+    edge: Edge,
+    bus: MqttClient,
+    counts: DemoCounts,
+    out: TextIO,
+    started: float,
+    fits: bool,
+    signing_key: Path,
+) -> None:
+    group.create_task(live_view(edge, counts, out, started), name="demo.view")
+    group.create_task(_after(2, lambda: twin_write_act(bus, counts, out)), name="demo.act.twin")
+    group.create_task(
+        _after(3, lambda: joint_inference_act(bus, counts, out)), name="demo.act.joint"
+    )
+    group.create_task(
+        _after(2.5, lambda: hostile_input_act(bus, counts, out)), name="demo.act.hostile"
+    )
+    if fits:
+        group.create_task(
+            _after(
+                3.5,
+                lambda: federated_act(cloud, bus, counts, out, edge_id=EDGE_ID),
+            ),
+            name="demo.act.federated",
+        )
+        group.create_task(
+            _after(
+                5,
+                lambda: model_update_act(
+                    cloud, bus, counts, out, edge_id=EDGE_ID, signing_key=signing_key
+                ),
+            ),
+            name="demo.act.model-update",
+        )
+        group.create_task(
+            _after(8, lambda: outage_act(cloud, counts, out, seconds=4)),
+            name="demo.act.outage",
+        )

@@ -33,6 +33,7 @@ class DemoCounts:
     last: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     acts: dict[str, dict[str, object]] = field(default_factory=dict)
+    cloud_received: asyncio.Event = field(default_factory=asyncio.Event)
 
     def event(self, text: str, out: TextIO) -> None:
         """Record and print one line of the story the demo tells."""
@@ -90,6 +91,7 @@ async def watch_cloud(cloud: Cloud, counts: DemoCounts) -> None:
                 counts.cloud_duplicates += 1
             counts.results_ids_cloud.add(result.message_id)
             counts.received_in_cloud = len(counts.results_ids_cloud)
+            counts.cloud_received.set()
             if result.label == "anomaly":
                 counts.anomalies += 1
 
